@@ -1,0 +1,221 @@
+//! The one typed configuration.
+//!
+//! Sources merge in this order, later winning: built-in defaults, an optional TOML file, then
+//! `OXCAST_*` environment variables (nested keys with `__`, e.g. `OXCAST_WORKER__CONCURRENCY=2`),
+//! then command-line flags applied by the binary. Unknown keys are errors so a typo in a config
+//! file is reported instead of silently falling back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Where the embedded database, object store and scratch space live.
+    pub data_dir: PathBuf,
+    /// Database URL; `sqlite://<data_dir>/oxcast.db` when unset. `postgres://…` for scale-out.
+    pub database_url: Option<String>,
+    /// When set, every `/api/v1` call needs `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    pub upload: UploadConfig,
+    pub limits: Limits,
+    pub worker: WorkerConfig,
+    pub transcode: TranscodeConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadConfig {
+    /// Size of every part but the last, in bytes.
+    pub part_size: u64,
+    /// Largest accepted upload, in bytes; checked when the upload is created.
+    pub max_size: u64,
+    /// How long a signed part URL stays valid.
+    pub url_ttl_s: u64,
+    /// HMAC key for part URLs. When unset a random key is created once and kept in the data dir,
+    /// so URLs survive a restart.
+    pub signing_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_duration_s: f64,
+    pub max_width: u32,
+    pub max_height: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Jobs processed at once by this process; 0 runs no in-process workers.
+    pub concurrency: usize,
+    /// Visibility timeout of a leased job; a heartbeat renews it every third of this.
+    pub lease_s: u64,
+    /// Attempts before a job is marked failed.
+    pub max_attempts: u32,
+    /// How often an idle worker looks for work.
+    pub poll_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscodeConfig {
+    pub ffmpeg: PathBuf,
+    pub ffprobe: PathBuf,
+    /// x264 preset for VOD renditions.
+    pub preset: String,
+    /// Segment duration and keyframe interval, in seconds.
+    pub segment_s: f64,
+    pub audio_bitrate: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("oxcast-data"),
+            database_url: None,
+            api_token: None,
+            upload: UploadConfig::default(),
+            limits: Limits::default(),
+            worker: WorkerConfig::default(),
+            transcode: TranscodeConfig::default(),
+        }
+    }
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            part_size: 8 * 1024 * 1024,
+            max_size: 32 * 1024 * 1024 * 1024,
+            url_ttl_s: 24 * 3600,
+            signing_key: None,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_duration_s: 12.0 * 3600.0,
+            max_width: 7680,
+            max_height: 4320,
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 1,
+            lease_s: 60,
+            max_attempts: 3,
+            poll_ms: 250,
+        }
+    }
+}
+
+impl Default for TranscodeConfig {
+    fn default() -> Self {
+        Self {
+            ffmpeg: PathBuf::from("ffmpeg"),
+            ffprobe: PathBuf::from("ffprobe"),
+            preset: "veryfast".into(),
+            segment_s: 4.0,
+            audio_bitrate: 128_000,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if given; a missing explicit file is an error), then `OXCAST_*`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::figment(file).extract().map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    fn figment(file: Option<&Path>) -> Figment {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            f = f.merge(Toml::file_exact(path));
+        }
+        f.merge(Env::prefixed("OXCAST_").split("__"))
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("oxcast.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_work_with_no_file_and_no_env() {
+        Jail::expect_with(|_| {
+            let c = Config::load(None).unwrap();
+            assert_eq!(c, Config::default());
+            assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(c.upload.part_size, 8 << 20);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_file_and_nests_with_double_underscore() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "oxcast.toml",
+                "listen = \"127.0.0.1:9000\"\n[worker]\nconcurrency = 3\nlease_s = 5\n",
+            )?;
+            jail.set_env("OXCAST_WORKER__CONCURRENCY", "7");
+            jail.set_env("OXCAST_DATA_DIR", "/srv/ox");
+            let c = Config::load(Some(Path::new("oxcast.toml"))).unwrap();
+            assert_eq!(c.listen.port(), 9000);
+            assert_eq!(c.worker.concurrency, 7);
+            assert_eq!(c.worker.lease_s, 5);
+            assert_eq!(c.data_dir, PathBuf::from("/srv/ox"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("oxcast.toml", "[worker]\nconcurency = 3\n")?;
+            let e = Config::load(Some(Path::new("oxcast.toml"))).unwrap_err();
+            assert!(e.to_string().contains("concurency"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        Jail::expect_with(|_| {
+            assert!(Config::load(Some(Path::new("nope.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn default_database_is_sqlite_in_data_dir() {
+        let c = Config::default();
+        assert_eq!(c.database_url(), "sqlite://oxcast-data/oxcast.db?mode=rwc");
+    }
+}

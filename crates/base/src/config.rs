@@ -142,7 +142,9 @@ impl Default for TranscodeConfig {
 impl Config {
     /// Defaults, then `file` (if given; a missing explicit file is an error), then `OXCAST_*`.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::figment(file).extract().map_err(|e| ConfigError(Box::new(e)))
+        Self::figment(file)
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
     }
 
     fn figment(file: Option<&Path>) -> Figment {
@@ -156,7 +158,10 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) => u.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("oxcast.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("oxcast.db").display()
+            ),
         }
     }
 }

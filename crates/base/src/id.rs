@@ -92,10 +92,18 @@ mod tests {
 
     #[test]
     fn rejects_anything_but_32_hex_digits() {
-        for bad in ["", "../etc/passwd", "0123", &"g".repeat(32), &"0".repeat(33)] {
+        for bad in [
+            "",
+            "../etc/passwd",
+            "0123",
+            &"g".repeat(32),
+            &"0".repeat(33),
+        ] {
             assert!(bad.parse::<VideoId>().is_err(), "{bad:?}");
         }
-        assert!("0123456789abcdef0123456789ABCDEF".parse::<UploadId>().is_ok());
+        assert!("0123456789abcdef0123456789ABCDEF"
+            .parse::<UploadId>()
+            .is_ok());
     }
 
     #[test]

@@ -1,0 +1,331 @@
+//! The durable job queue.
+//!
+//! A job is leased, never popped: a worker claims it with a visibility timeout, renews the lease
+//! while it works, and marks the outcome at the end. A worker that dies (a killed process, a
+//! reclaimed spot instance) simply stops renewing; once its lease expires any worker may claim
+//! the job again. Each claim counts an attempt; a job whose attempts are used up is failed with
+//! the reason instead of being claimed forever.
+
+use oxcast_base::clock::Millis;
+use oxcast_base::{JobId, VideoId};
+use sqlx::Row;
+
+use crate::{corrupt, get_id, Backend, Db, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Probe, transcode, package and publish an uploaded video.
+    ProcessVideo,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProcessVideo => "process_video",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        (s == "process_video").then_some(Self::ProcessVideo)
+    }
+}
+
+/// A job leased to one worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub video_id: VideoId,
+    /// Including this one.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub lease_owner: String,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    Done,
+    /// Try again no earlier than `retry_at`, if attempts remain; otherwise fail.
+    Retry {
+        error: String,
+        retry_at: Millis,
+    },
+    /// The input can never succeed (not a video, over limits): no retry.
+    Fatal {
+        error: String,
+    },
+}
+
+const RUNNABLE: &str =
+    "((state = 'queued' AND run_at <= $3) OR (state = 'running' AND lease_expires_at < $3)) \
+                        AND attempts < max_attempts";
+
+impl Db {
+    /// Leases the oldest runnable job to `owner` until `now + lease_ms`.
+    pub async fn claim_job(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<Job>> {
+        self.fail_exhausted_jobs(now).await?;
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        // The outer condition repeats the inner one so that, of two racing claimers, only one
+        // matches the row.
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, \
+             attempts = attempts + 1, updated_at = $3 \
+             WHERE id = (SELECT id FROM jobs WHERE {RUNNABLE} ORDER BY run_at, created_at LIMIT 1{lock}) \
+             AND {RUNNABLE} \
+             RETURNING id, kind, video_id, attempts, max_attempts"
+        );
+        let row = sqlx::query(&sql)
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let kind: String = row.try_get("kind")?;
+        Ok(Some(Job {
+            id: get_id(&row, "id", "jobs")?,
+            kind: JobKind::parse(&kind).ok_or_else(|| corrupt("jobs", format!("kind {kind:?}")))?,
+            video_id: get_id(&row, "video_id", "jobs")?,
+            attempt: row.try_get::<i64, _>("attempts")? as u32,
+            max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+            lease_owner: owner.to_string(),
+        }))
+    }
+
+    /// Jobs whose last lease expired with no attempts left are failed, with their videos.
+    async fn fail_exhausted_jobs(&self, now: Millis) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'failed', updated_at = $1, \
+             last_error = COALESCE(last_error, 'worker lost') || ' (no attempts left)' \
+             WHERE state = 'running' AND lease_expires_at < $1 AND attempts >= max_attempts \
+             RETURNING video_id, last_error",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let video: String = row.try_get("video_id")?;
+            let err: String = row.try_get("last_error")?;
+            sqlx::query(
+                "UPDATE videos SET status = 'failed', error = $2, updated_at = $3 WHERE id = $1",
+            )
+            .bind(video)
+            .bind(err)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Extends the lease. `false` means the lease was lost (expired and taken by another
+    /// worker): the caller must stop and must not publish.
+    pub async fn heartbeat_job(&self, job: &Job, now: Millis, lease_ms: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $3, updated_at = $4 \
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        )
+        .bind(job.id.to_string())
+        .bind(&job.lease_owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Records the outcome of an attempt. Returns `false` if the lease had been lost.
+    pub async fn finish_job(&self, job: &Job, outcome: &JobOutcome, now: Millis) -> Result<bool> {
+        let (state, error, run_at) = match outcome {
+            JobOutcome::Done => ("done", None, now),
+            JobOutcome::Retry { error, retry_at } if job.attempt < job.max_attempts => {
+                ("queued", Some(error.as_str()), *retry_at)
+            }
+            JobOutcome::Retry { error, .. } | JobOutcome::Fatal { error } => {
+                ("failed", Some(error.as_str()), now)
+            }
+        };
+        let r = sqlx::query(
+            "UPDATE jobs SET state = $3, last_error = $4, run_at = $5, lease_owner = NULL, \
+             lease_expires_at = NULL, updated_at = $6 \
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        )
+        .bind(job.id.to_string())
+        .bind(&job.lease_owner)
+        .bind(state)
+        .bind(error)
+        .bind(run_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Makes jobs leased by an earlier incarnation of this node runnable again at once, instead
+    /// of waiting out their leases: that process is gone, so nothing renews them.
+    pub async fn release_leases_of(&self, owner_prefix: &str, now: Millis) -> Result<u64> {
+        let pattern = format!("{}%", owner_prefix.replace(['%', '_'], ""));
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'queued', run_at = $2, lease_owner = NULL, lease_expires_at = NULL, \
+             last_error = 'worker restarted', updated_at = $2 \
+             WHERE state = 'running' AND lease_owner LIKE $1",
+        )
+        .bind(pattern)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// The last error and attempt count of a video's job, for diagnostics.
+    pub async fn job_state(&self, video: VideoId) -> Result<Option<(String, u32, Option<String>)>> {
+        let row = sqlx::query("SELECT state, attempts, last_error FROM jobs WHERE video_id = $1")
+            .bind(video.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("state")?,
+                r.try_get::<i64, _>("attempts")? as u32,
+                r.try_get("last_error")?,
+            ))
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::sqlite;
+    use crate::uploads::NewUpload;
+    use crate::{UploadPart, VideoStatus};
+
+    /// A video with a completed upload and one queued job, at time 0.
+    async fn queued(db: &Db, max_attempts: u32) -> VideoId {
+        let (v, up) = db
+            .create_upload(
+                &NewUpload {
+                    title: "t",
+                    filename: "f",
+                    size: 1,
+                    part_size: 1,
+                    expires_at: 9,
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        db.put_part(
+            up.id,
+            &UploadPart {
+                part_number: 1,
+                size: 1,
+                etag: "e".into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+        db.complete_upload(up.id, &[(1, "e".into())], max_attempts, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        v.id
+    }
+
+    #[tokio::test]
+    async fn a_leased_job_is_invisible_until_its_lease_expires() {
+        let (db, _d) = sqlite().await;
+        let video = queued(&db, 3).await;
+        let a = db.claim_job("a", 100, 1000).await.unwrap().unwrap();
+        assert_eq!((a.video_id, a.attempt), (video, 1));
+        assert!(db.claim_job("b", 500, 1000).await.unwrap().is_none());
+        // a heartbeats, pushing expiry to 1900
+        assert!(db.heartbeat_job(&a, 900, 1000).await.unwrap());
+        assert!(db.claim_job("b", 1500, 1000).await.unwrap().is_none());
+        // a dies; after expiry b takes over, and a can no longer renew or finish.
+        let b = db.claim_job("b", 2000, 1000).await.unwrap().unwrap();
+        assert_eq!(b.attempt, 2);
+        assert!(!db.heartbeat_job(&a, 2001, 1000).await.unwrap());
+        assert!(!db.finish_job(&a, &JobOutcome::Done, 2002).await.unwrap());
+        assert!(db.finish_job(&b, &JobOutcome::Done, 2003).await.unwrap());
+        assert!(db.claim_job("c", 99_999, 1000).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn retries_wait_for_backoff_then_fail_when_attempts_run_out() {
+        let (db, _d) = sqlite().await;
+        let video = queued(&db, 2).await;
+        let j = db.claim_job("w", 0, 1000).await.unwrap().unwrap();
+        let retry = JobOutcome::Retry {
+            error: "boom".into(),
+            retry_at: 5000,
+        };
+        assert!(db.finish_job(&j, &retry, 10).await.unwrap());
+        assert!(db.claim_job("w", 4999, 1000).await.unwrap().is_none());
+        let j2 = db.claim_job("w", 5000, 1000).await.unwrap().unwrap();
+        assert_eq!(j2.attempt, 2);
+        assert!(db.finish_job(&j2, &retry, 5001).await.unwrap());
+        let (state, attempts, err) = db.job_state(video).await.unwrap().unwrap();
+        assert_eq!(
+            (state.as_str(), attempts, err.as_deref()),
+            ("failed", 2, Some("boom"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_last_attempt_fails_the_video() {
+        let (db, _d) = sqlite().await;
+        let video = queued(&db, 1).await;
+        let _lost = db.claim_job("w", 0, 1000).await.unwrap().unwrap();
+        assert!(db.claim_job("w", 5000, 1000).await.unwrap().is_none());
+        let v = db.video(video).await.unwrap().unwrap();
+        assert_eq!(v.status, VideoStatus::Failed);
+        assert!(v.error.unwrap().contains("no attempts left"));
+    }
+
+    #[tokio::test]
+    async fn restart_releases_own_leases_only() {
+        let (db, _d) = sqlite().await;
+        queued(&db, 3).await;
+        queued(&db, 3).await;
+        let mine = db
+            .claim_job("node1:old:0", 0, 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let theirs = db.claim_job("node2:x:0", 0, 60_000).await.unwrap().unwrap();
+        assert_eq!(db.release_leases_of("node1:", 10).await.unwrap(), 1);
+        let again = db
+            .claim_job("node1:new:0", 11, 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.id, mine.id);
+        assert_eq!(again.attempt, 2);
+        assert!(db.heartbeat_job(&theirs, 12, 60_000).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn fatal_outcome_never_retries() {
+        let (db, _d) = sqlite().await;
+        queued(&db, 5).await;
+        let j = db.claim_job("w", 0, 1000).await.unwrap().unwrap();
+        db.finish_job(
+            &j,
+            &JobOutcome::Fatal {
+                error: "not a video".into(),
+            },
+            1,
+        )
+        .await
+        .unwrap();
+        assert!(db.claim_job("w", 1_000_000, 1000).await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,133 @@
+//! Video rows.
+
+use oxcast_base::clock::Millis;
+use oxcast_base::VideoId;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::model::{Rendition, Video};
+use crate::{corrupt, get_id, Db, Result};
+
+const COLUMNS: &str = "id, title, filename, status, progress, error, duration_s, width, height, \
+                       renditions, source_size, created_at, updated_at";
+
+pub(crate) fn video_from_row(row: &AnyRow) -> Result<Video> {
+    let status: String = row.try_get("status")?;
+    let renditions: String = row.try_get("renditions")?;
+    Ok(Video {
+        id: get_id(row, "id", "videos")?,
+        title: row.try_get("title")?,
+        filename: row.try_get("filename")?,
+        status: status.parse().map_err(|e| corrupt("videos", e))?,
+        progress: row.try_get("progress")?,
+        error: row.try_get("error")?,
+        duration_s: row.try_get("duration_s")?,
+        width: row.try_get::<Option<i64>, _>("width")?.map(|v| v as u32),
+        height: row.try_get::<Option<i64>, _>("height")?.map(|v| v as u32),
+        renditions: serde_json::from_str(&renditions).map_err(|e| corrupt("videos", e))?,
+        source_size: row.try_get::<i64, _>("source_size")? as u64,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// What a finished pipeline records about the published video.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub duration_s: f64,
+    pub width: u32,
+    pub height: u32,
+    pub renditions: Vec<Rendition>,
+}
+
+impl Db {
+    pub async fn video(&self, id: VideoId) -> Result<Option<Video>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM videos WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(video_from_row).transpose()
+    }
+
+    /// Newest first.
+    pub async fn videos(&self, limit: i64) -> Result<Vec<Video>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM videos ORDER BY created_at DESC, id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(video_from_row).collect()
+    }
+
+    /// Deletes the video and, by cascade, its upload, parts and jobs. Returns whether it existed.
+    pub async fn delete_video(&self, id: VideoId) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM videos WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn set_video_processing(
+        &self,
+        id: VideoId,
+        progress: f64,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE videos SET status = 'processing', progress = $2, error = NULL, updated_at = $3 \
+             WHERE id = $1 AND status IN ('queued', 'processing')",
+        )
+        .bind(id.to_string())
+        .bind(progress.clamp(0.0, 1.0))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The publish step: only called once every output object is stored.
+    pub async fn set_video_ready(&self, id: VideoId, p: &Published, now: Millis) -> Result<()> {
+        let renditions = serde_json::to_string(&p.renditions).expect("renditions serialize");
+        sqlx::query(
+            "UPDATE videos SET status = 'ready', progress = 1, error = NULL, duration_s = $2, \
+             width = $3, height = $4, renditions = $5, updated_at = $6 WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(p.duration_s)
+        .bind(p.width as i64)
+        .bind(p.height as i64)
+        .bind(renditions)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_video_failed(&self, id: VideoId, error: &str, now: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE videos SET status = 'failed', error = $2, updated_at = $3 WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(error)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Back to `queued` after a failed attempt that will be retried.
+    pub async fn set_video_queued(&self, id: VideoId, note: &str, now: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE videos SET status = 'queued', progress = 0, error = $2, updated_at = $3 \
+             WHERE id = $1 AND status <> 'ready'",
+        )
+        .bind(id.to_string())
+        .bind(note)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

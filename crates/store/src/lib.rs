@@ -1,1 +1,327 @@
-//! placeholder
+//! Object storage for oxcast.
+//!
+//! Every byte the platform keeps — upload parts, sources, segments, manifests, posters — goes
+//! through [`Store`], a thin layer over the `object_store` crate so the same code runs on the
+//! local filesystem (embedded default), in memory (tests) and on S3-compatible servers.
+//!
+//! Keys are built only by the functions in [`keys`] from typed IDs and fixed names; nothing a
+//! user sends becomes part of a key without passing [`keys::video_object`]'s whitelist.
+
+pub mod keys;
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as Key;
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("invalid object name {0:?}")]
+    InvalidName(String),
+    #[error("range {start}..{end} not satisfiable for an object of {size} bytes")]
+    RangeNotSatisfiable { start: u64, end: u64, size: u64 },
+    #[error("object store: {0}")]
+    Backend(#[source] object_store::Error),
+    #[error("io on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<object_store::Error> for Error {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { path, .. } => Error::NotFound(path),
+            other => Error::Backend(other),
+        }
+    }
+}
+
+/// What is known of a stored object without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    /// Seconds since the epoch.
+    pub last_modified: i64,
+}
+
+impl From<object_store::ObjectMeta> for Meta {
+    fn from(m: object_store::ObjectMeta) -> Self {
+        Self {
+            key: m.location.to_string(),
+            size: m.size,
+            etag: m.e_tag,
+            last_modified: m.last_modified.timestamp(),
+        }
+    }
+}
+
+/// An object being read: its metadata, the byte range served and the bytes.
+pub struct Object {
+    pub meta: Meta,
+    pub range: Range<u64>,
+    pub body: BoxStream<'static, Result<Bytes>>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.inner)
+    }
+}
+
+impl Store {
+    /// Objects as files under `root` (created if missing).
+    pub fn local(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|source| Error::Io {
+            path: root.display().to_string(),
+            source,
+        })?;
+        let fs = LocalFileSystem::new_with_prefix(root)?;
+        Ok(Self::from_object_store(Arc::new(fs)))
+    }
+
+    pub fn memory() -> Self {
+        Self::from_object_store(Arc::new(InMemory::new()))
+    }
+
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>) -> Self {
+        Self { inner }
+    }
+
+    pub async fn put(&self, key: &Key, data: Bytes) -> Result<Meta> {
+        let size = data.len() as u64;
+        let r = self.inner.put(key, PutPayload::from_bytes(data)).await?;
+        Ok(Meta {
+            key: key.to_string(),
+            size,
+            etag: r.e_tag,
+            last_modified: 0,
+        })
+    }
+
+    /// Streams a local file into the store in parts, so large files never sit in memory.
+    pub async fn put_file(&self, key: &Key, path: &Path) -> Result<u64> {
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let size = tokio::fs::metadata(path).await.map_err(io)?.len();
+        if size <= 16 << 20 {
+            let data = tokio::fs::read(path).await.map_err(io)?;
+            self.put(key, Bytes::from(data)).await?;
+            return Ok(size);
+        }
+        let mut upload = self.inner.put_multipart(key).await?;
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let mut buf = vec![0u8; 8 << 20];
+        loop {
+            let n = read_full(&mut file, &mut buf).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = upload.put_part(PutPayload::from(buf[..n].to_vec())).await {
+                let _ = upload.abort().await;
+                return Err(e.into());
+            }
+        }
+        upload.complete().await?;
+        Ok(size)
+    }
+
+    pub async fn head(&self, key: &Key) -> Result<Option<Meta>> {
+        match self.inner.head(key).await {
+            Ok(m) => Ok(Some(m.into())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads an object, or the half-open byte `range` of it.
+    pub async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Object> {
+        if let Some(r) = &range {
+            if r.start >= r.end {
+                let size = self.head(key).await?.map(|m| m.size).unwrap_or(0);
+                return Err(Error::RangeNotSatisfiable {
+                    start: r.start,
+                    end: r.end,
+                    size,
+                });
+            }
+        }
+        let opts = GetOptions {
+            range: range.clone().map(GetRange::Bounded),
+            ..Default::default()
+        };
+        let res = match self.inner.get_opts(key, opts).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { path, .. }) => return Err(Error::NotFound(path)),
+            Err(e) => {
+                // object_store reports an unsatisfiable range as a generic error; name it.
+                if let Some(r) = range {
+                    if let Some(m) = self.head(key).await? {
+                        if r.start >= m.size {
+                            return Err(Error::RangeNotSatisfiable {
+                                start: r.start,
+                                end: r.end,
+                                size: m.size,
+                            });
+                        }
+                    }
+                }
+                return Err(e.into());
+            }
+        };
+        let meta: Meta = res.meta.clone().into();
+        let range = res.range.clone();
+        let body = res.into_stream().map_err(Error::from).boxed();
+        Ok(Object { meta, range, body })
+    }
+
+    pub async fn get_bytes(&self, key: &Key) -> Result<Bytes> {
+        Ok(self.inner.get(key).await?.bytes().await?)
+    }
+
+    /// Copies an object to a local file.
+    pub async fn download(&self, key: &Key, dest: &Path) -> Result<u64> {
+        let obj = self.get(key, None).await?;
+        let io = |source| Error::Io {
+            path: dest.display().to_string(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+        let mut body = obj.body;
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            n += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        Ok(n)
+    }
+
+    /// Every object under `prefix`, sorted by key.
+    pub async fn list(&self, prefix: &Key) -> Result<Vec<Meta>> {
+        let mut out: Vec<Meta> = self
+            .inner
+            .list(Some(prefix))
+            .map_ok(Meta::from)
+            .try_collect()
+            .await?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    pub async fn delete(&self, key: &Key) -> Result<()> {
+        match self.inner.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes every object under `prefix`; returns how many.
+    pub async fn delete_prefix(&self, prefix: &Key) -> Result<usize> {
+        let objects = self.list(prefix).await?;
+        let n = objects.len();
+        let keys = futures::stream::iter(objects.into_iter().map(|m| Ok(Key::from(m.key)))).boxed();
+        self.inner
+            .delete_stream(keys)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .or_else(|e| match e {
+                object_store::Error::NotFound { .. } => Ok(()),
+                e => Err(e),
+            })?;
+        Ok(n)
+    }
+}
+
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxcast_base::VideoId;
+
+    async fn roundtrip(store: Store) {
+        let v = VideoId::new();
+        let k = keys::video_object(v, "720p/seg-1.m4s").unwrap();
+        store
+            .put(&k, Bytes::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        let got = store.get(&k, Some(2..5)).await.unwrap();
+        assert_eq!(got.range, 2..5);
+        assert_eq!(got.meta.size, 10);
+        let body: Vec<Bytes> = got.body.try_collect().await.unwrap();
+        assert_eq!(body.concat(), b"234");
+        assert!(matches!(
+            store.get(&k, Some(20..30)).await,
+            Err(Error::RangeNotSatisfiable { size: 10, .. })
+        ));
+        store
+            .put(&keys::video_object(v, "master.m3u8").unwrap(), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(store.list(&keys::video_prefix(v)).await.unwrap().len(), 2);
+        assert_eq!(
+            store.delete_prefix(&keys::video_prefix(v)).await.unwrap(),
+            2
+        );
+        assert!(store.head(&k).await.unwrap().is_none());
+        assert!(matches!(store.get(&k, None).await, Err(Error::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn memory_store_roundtrip() {
+        roundtrip(Store::memory()).await;
+    }
+
+    #[tokio::test]
+    async fn local_store_roundtrip_and_large_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(&dir.path().join("objects")).unwrap();
+        roundtrip(store.clone()).await;
+        let src = dir.path().join("big");
+        let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let k = Key::from("big/object");
+        assert_eq!(store.put_file(&k, &src).await.unwrap(), data.len() as u64);
+        let back = dir.path().join("back");
+        store.download(&k, &back).await.unwrap();
+        assert_eq!(std::fs::read(back).unwrap(), data);
+    }
+}

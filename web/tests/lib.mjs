@@ -1,0 +1,75 @@
+// Shared bits of the browser tests: argument parsing, Chromium launch, page logs.
+
+import { chromium } from 'playwright-core';
+
+export function parseArgs(argv, spec) {
+  const out = {};
+  for (let i = 0; i < argv.length; i += 1) {
+    const arg = argv[i];
+    if (!arg.startsWith('--')) throw new Error(`unexpected argument: ${arg}`);
+    const eq = arg.indexOf('=');
+    const key = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
+    if (!(key in spec)) throw new Error(`unknown option --${key}`);
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined) throw new Error(`--${key} needs a value`);
+    out[key] = value;
+  }
+  for (const [key, def] of Object.entries(spec)) {
+    if (out[key] === undefined) {
+      if (def === undefined) throw new Error(`missing --${key}`);
+      out[key] = def;
+    }
+  }
+  return out;
+}
+
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+export function defaultChromium() {
+  return process.env.OXCAST_CHROMIUM || process.env.CHROMIUM || '/usr/bin/chromium';
+}
+
+export async function launch(executablePath) {
+  return chromium.launch({ executablePath, headless: true, args: CHROMIUM_ARGS });
+}
+
+/** Collects console errors, page errors and failed requests of a page. */
+export function collectLogs(page) {
+  const logs = { console: [], page: [], requests: [] };
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') logs.console.push(msg.text());
+  });
+  page.on('pageerror', (err) => logs.page.push(String(err && err.stack ? err.stack : err)));
+  page.on('requestfailed', (req) => {
+    const f = req.failure();
+    logs.requests.push(`${req.method()} ${req.url()}: ${f ? f.errorText : 'failed'}`);
+  });
+  page.on('response', (res) => {
+    if (res.status() >= 400) logs.requests.push(`${res.request().method()} ${res.url()}: HTTP ${res.status()}`);
+  });
+  return logs;
+}
+
+export function printLogs(logs) {
+  const sections = [
+    ['console errors', logs.console],
+    ['page errors', logs.page],
+    ['failed requests', logs.requests],
+  ];
+  for (const [name, lines] of sections) {
+    if (lines.length === 0) continue;
+    console.error(`${name}:`);
+    for (const l of lines) console.error(`  ${l}`);
+  }
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -166,6 +166,46 @@ impl Db {
         Ok(r.rows_affected() == 1)
     }
 
+    /// The publish step: marks the job done and the video ready in one transaction, only if
+    /// `job`'s lease is still held. A worker that lost its lease publishes nothing.
+    pub async fn publish_video(
+        &self,
+        job: &Job,
+        published: &crate::Published,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'done', last_error = NULL, lease_owner = NULL, \
+             lease_expires_at = NULL, updated_at = $3 \
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        )
+        .bind(job.id.to_string())
+        .bind(&job.lease_owner)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let renditions =
+            serde_json::to_string(&published.renditions).expect("renditions serialize");
+        sqlx::query(
+            "UPDATE videos SET status = 'ready', progress = 1, error = NULL, duration_s = $2, \
+             width = $3, height = $4, renditions = $5, updated_at = $6 WHERE id = $1",
+        )
+        .bind(job.video_id.to_string())
+        .bind(published.duration_s)
+        .bind(published.width as i64)
+        .bind(published.height as i64)
+        .bind(renditions)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Makes jobs leased by an earlier incarnation of this node runnable again at once, instead
     /// of waiting out their leases: that process is gone, so nothing renews them.
     pub async fn release_leases_of(&self, owner_prefix: &str, now: Millis) -> Result<u64> {

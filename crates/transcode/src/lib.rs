@@ -1,1 +1,110 @@
-//! placeholder
+//! The ffmpeg driver.
+//!
+//! Codec work belongs to Debian's `ffmpeg` and `ffprobe`, run as supervised subprocesses: this
+//! crate builds their command lines, reads their progress and turns their failures into errors a
+//! user can act on. Every invocation is locked down the same way (see [`sandbox_args`]): input
+//! only through the `file` protocol and only through demuxers that cannot open other resources,
+//! so a crafted upload (an HLS or concat playlist naming `/etc/passwd` or a URL) is refused
+//! before anything but the upload itself is opened.
+//!
+//! A child is killed when its future is dropped, so a cancelled job never leaves ffmpeg running.
+
+mod encode;
+mod probe;
+
+pub use encode::{encode_ladder, poster, EncodeOutput, EncodePlan, Rendition, RenditionKind};
+pub use probe::{probe, Probe};
+
+use std::path::Path;
+use std::process::Stdio;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("could not run {program}: {source} (is ffmpeg installed?)")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The input is not something we can process; retrying will not help.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("unexpected ffprobe output: {0}")]
+    BadProbe(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether the same input could succeed on another attempt.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Error::Rejected(_))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Demuxers we accept input through. Playlist-like formats (hls, concat, image2 patterns, sdp,
+/// …) are deliberately absent: they open further files or URLs named inside the input.
+pub const INPUT_FORMATS: &str =
+    "mov,mp4,m4a,3gp,matroska,webm,avi,flv,mpegts,mpeg,asf,ogg,mxf,dv,h264,hevc,m4v,wav,mp3,aac";
+
+/// Arguments placed before every `-i`: only plain files, only the demuxers above.
+pub fn sandbox_args() -> Vec<String> {
+    [
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        INPUT_FORMATS,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Runs a program to completion, capturing stdout; stderr's tail goes into the error.
+pub(crate) async fn run(program: &Path, args: &[String]) -> Result<Vec<u8>> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| Error::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Failed {
+            program: program.display().to_string(),
+            status: out.status.to_string(),
+            stderr: tail(&out.stderr, 2000),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// The last `max` bytes of a program's output, trimmed, as text.
+pub(crate) fn tail(bytes: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(max)..]);
+    s.trim().to_string()
+}
+
+/// `ffmpeg -version`'s first line, to fail early and clearly when ffmpeg is missing.
+pub async fn ffmpeg_version(ffmpeg: &Path) -> Result<String> {
+    let out = run(ffmpeg, &["-hide_banner".into(), "-version".into()]).await?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}

@@ -1,0 +1,337 @@
+//! Ladder encodes: decode once, encode every rung in one ffmpeg process.
+//!
+//! The source is decoded a single time and fanned out with a `split` filter to one x264 encoder
+//! per rung. Every encoder gets the same fixed, closed GOP with keyframes forced at multiples of
+//! the segment duration and scene-cut keyframes off, so all rungs share segment boundaries and a
+//! player can switch at any segment. Audio is encoded once, into its own rendition. Each output
+//! is fragmented MP4 (CMAF) that our packager cuts into segments.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use oxcast_media::ladder::Rung;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+use crate::{run, sandbox_args, tail, Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct EncodePlan {
+    pub source: PathBuf,
+    pub out_dir: PathBuf,
+    pub rungs: Vec<Rung>,
+    pub audio: bool,
+    pub preset: String,
+    pub segment_s: f64,
+    pub frame_rate: f64,
+    pub audio_bitrate: u32,
+    /// Source duration, to turn ffmpeg's position into a fraction.
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenditionKind {
+    Video,
+    Audio,
+}
+
+/// One encoded output file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendition {
+    pub name: String,
+    pub kind: RenditionKind,
+    pub path: PathBuf,
+    pub rung: Option<Rung>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodeOutput {
+    pub renditions: Vec<Rendition>,
+}
+
+/// The name of the audio rendition (its folder next to the video rungs).
+pub const AUDIO_NAME: &str = "audio";
+
+impl EncodePlan {
+    /// Keyframe interval in frames; forced keyframes by time keep fractional rates aligned too.
+    fn gop(&self) -> u32 {
+        ((self.frame_rate * self.segment_s).round() as u32).max(1)
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-y", "-v", "error", "-nostats"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(["-progress".into(), "pipe:1".into()]);
+        a.extend(sandbox_args());
+        a.extend(["-i".into(), self.source.display().to_string()]);
+
+        let n = self.rungs.len();
+        let mut graph = format!("[0:v:0]format=yuv420p,split={n}");
+        for i in 0..n {
+            graph.push_str(&format!("[s{i}]"));
+        }
+        for (i, r) in self.rungs.iter().enumerate() {
+            graph.push_str(&format!(
+                ";[s{i}]scale={}:{}:flags=bicubic,setsar=1[v{i}]",
+                r.width, r.height
+            ));
+        }
+        a.extend(["-filter_complex".into(), graph]);
+
+        let gop = self.gop().to_string();
+        let force = format!("expr:gte(t,n_forced*{})", self.segment_s);
+        let fmp4 = "+frag_keyframe+empty_moov+default_base_moof+cmaf";
+        for (i, r) in self.rungs.iter().enumerate() {
+            a.extend([
+                "-map".into(),
+                format!("[v{i}]"),
+                "-an".into(),
+                "-sn".into(),
+                "-dn".into(),
+                "-map_metadata".into(),
+                "-1".into(),
+                "-c:v".into(),
+                "libx264".into(),
+                "-preset".into(),
+                self.preset.clone(),
+                "-profile:v".into(),
+                "high".into(),
+                "-b:v".into(),
+                r.video_bitrate.to_string(),
+                "-maxrate".into(),
+                r.max_bitrate.to_string(),
+                "-bufsize".into(),
+                r.buffer_size.to_string(),
+                "-g".into(),
+                gop.clone(),
+                "-keyint_min".into(),
+                gop.clone(),
+                "-sc_threshold".into(),
+                "0".into(),
+                "-flags".into(),
+                "+cgop".into(),
+                "-force_key_frames".into(),
+                force.clone(),
+                "-movflags".into(),
+                fmp4.into(),
+                "-f".into(),
+                "mp4".into(),
+                self.out_path(&r.name).display().to_string(),
+            ]);
+        }
+        if self.audio {
+            let frag_us = ((self.segment_s * 1_000_000.0) as u64).to_string();
+            a.extend([
+                "-map".into(),
+                "0:a:0".into(),
+                "-vn".into(),
+                "-sn".into(),
+                "-dn".into(),
+                "-map_metadata".into(),
+                "-1".into(),
+                "-c:a".into(),
+                "aac".into(),
+                "-b:a".into(),
+                self.audio_bitrate.to_string(),
+                "-ac".into(),
+                "2".into(),
+                "-ar".into(),
+                "48000".into(),
+                "-movflags".into(),
+                "+empty_moov+default_base_moof+cmaf".into(),
+                "-frag_duration".into(),
+                frag_us,
+                "-f".into(),
+                "mp4".into(),
+                self.out_path(AUDIO_NAME).display().to_string(),
+            ]);
+        }
+        a
+    }
+
+    fn out_path(&self, name: &str) -> PathBuf {
+        self.out_dir.join(format!("{name}.mp4"))
+    }
+}
+
+/// Runs the ladder encode, reporting progress in 0..=1 as ffmpeg advances.
+pub async fn encode_ladder(
+    ffmpeg: &Path,
+    plan: &EncodePlan,
+    progress: &(dyn Fn(f64) + Send + Sync),
+) -> Result<EncodeOutput> {
+    if plan.rungs.is_empty() {
+        return Err(Error::Rejected("no rendition fits this source".into()));
+    }
+    tokio::fs::create_dir_all(&plan.out_dir).await?;
+    let args = plan.args();
+    tracing::debug!(?args, "ffmpeg ladder");
+    let mut child = tokio::process::Command::new(ffmpeg)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            program: ffmpeg.display().to_string(),
+            source,
+        })?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_task = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf).await;
+        buf
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let total_us = (plan.duration_s * 1e6).max(1.0);
+    while let Some(line) = lines.next_line().await? {
+        if let Some(us) = line
+            .strip_prefix("out_time_us=")
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            progress((us / total_us).clamp(0.0, 1.0));
+        }
+    }
+    let status = child.wait().await?;
+    let stderr = err_task.await.unwrap_or_default();
+    if !status.success() {
+        return Err(Error::Failed {
+            program: "ffmpeg".into(),
+            status: status.to_string(),
+            stderr: tail(&stderr, 2000),
+        });
+    }
+    progress(1.0);
+    let mut renditions: Vec<Rendition> = plan
+        .rungs
+        .iter()
+        .map(|r| Rendition {
+            name: r.name.clone(),
+            kind: RenditionKind::Video,
+            path: plan.out_path(&r.name),
+            rung: Some(r.clone()),
+        })
+        .collect();
+    if plan.audio {
+        renditions.push(Rendition {
+            name: AUDIO_NAME.into(),
+            kind: RenditionKind::Audio,
+            path: plan.out_path(AUDIO_NAME),
+            rung: None,
+        });
+    }
+    Ok(EncodeOutput { renditions })
+}
+
+/// A JPEG of the frame at `at_s`, at most `max_width` wide.
+pub async fn poster(
+    ffmpeg: &Path,
+    source: &Path,
+    at_s: f64,
+    max_width: u32,
+    out: &Path,
+) -> Result<()> {
+    let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-y", "-v", "error"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend(["-ss".into(), format!("{at_s:.3}")]);
+    a.extend(sandbox_args());
+    a.extend(["-i".into(), source.display().to_string()]);
+    a.extend([
+        "-frames:v".into(),
+        "1".into(),
+        "-vf".into(),
+        format!("scale='min({max_width},iw)':-2"),
+        "-q:v".into(),
+        "3".into(),
+        "-f".into(),
+        "image2".into(),
+        out.display().to_string(),
+    ]);
+    run(ffmpeg, &a).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxcast_media::ladder::{build_ladder, LadderSpec, SourceVideo};
+
+    fn plan() -> EncodePlan {
+        let rungs = build_ladder(
+            &SourceVideo {
+                width: 1280,
+                height: 720,
+                rotation: 0,
+            },
+            &LadderSpec::default(),
+        );
+        EncodePlan {
+            source: "/work/src".into(),
+            out_dir: "/work/out".into(),
+            rungs,
+            audio: true,
+            preset: "veryfast".into(),
+            segment_s: 4.0,
+            frame_rate: 30.0,
+            audio_bitrate: 128_000,
+            duration_s: 20.0,
+        }
+    }
+
+    #[test]
+    fn one_decode_split_to_every_rung() {
+        let a = plan().args();
+        let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
+        assert_eq!(
+            graph,
+            "[0:v:0]format=yuv420p,split=3[s0][s1][s2];[s0]scale=1280:720:flags=bicubic,setsar=1[v0];\
+             [s1]scale=854:480:flags=bicubic,setsar=1[v1];[s2]scale=640:360:flags=bicubic,setsar=1[v2]"
+        );
+        assert_eq!(a.iter().filter(|x| *x == "-i").count(), 1);
+        assert_eq!(a.iter().filter(|x| *x == "libx264").count(), 3);
+        assert_eq!(a.iter().filter(|x| *x == "aac").count(), 1);
+        assert!(a.contains(&"/work/out/480p.mp4".to_string()));
+        assert!(a.contains(&"/work/out/audio.mp4".to_string()));
+    }
+
+    #[test]
+    fn gop_is_fixed_closed_and_scene_cut_free() {
+        let a = plan().args();
+        let after = |flag: &str| -> Vec<&String> {
+            a.windows(2)
+                .filter(|w| w[0] == flag)
+                .map(|w| &w[1])
+                .collect()
+        };
+        assert!(after("-g").iter().all(|v| *v == "120"));
+        assert!(after("-keyint_min").iter().all(|v| *v == "120"));
+        assert!(after("-sc_threshold").iter().all(|v| *v == "0"));
+        assert!(after("-flags").iter().all(|v| *v == "+cgop"));
+        assert!(after("-force_key_frames")
+            .iter()
+            .all(|v| *v == "expr:gte(t,n_forced*4)"));
+    }
+
+    #[test]
+    fn input_is_sandboxed() {
+        let a = plan().args();
+        let i = a.iter().position(|x| x == "-i").unwrap();
+        let before = &a[..i];
+        let pw = before
+            .iter()
+            .position(|x| x == "-protocol_whitelist")
+            .unwrap();
+        assert_eq!(before[pw + 1], "file");
+        let fw = before
+            .iter()
+            .position(|x| x == "-format_whitelist")
+            .unwrap();
+        assert!(!before[fw + 1]
+            .split(',')
+            .any(|f| f == "hls" || f == "concat"));
+    }
+}

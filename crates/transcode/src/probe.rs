@@ -1,0 +1,204 @@
+//! Probing a source with ffprobe.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::{run, sandbox_args, Error, Result};
+
+/// What the pipeline needs to know about a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub format: String,
+    pub duration_s: f64,
+    /// Coded size of the first video stream.
+    pub width: u32,
+    pub height: u32,
+    /// Display rotation from metadata, degrees.
+    pub rotation: i32,
+    pub frame_rate: f64,
+    pub video_codec: String,
+    pub has_audio: bool,
+}
+
+#[derive(Deserialize)]
+struct Out {
+    #[serde(default)]
+    streams: Vec<Stream>,
+    format: Option<Format>,
+}
+
+#[derive(Deserialize)]
+struct Format {
+    format_name: Option<String>,
+    duration: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Stream {
+    codec_type: Option<String>,
+    codec_name: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    avg_frame_rate: Option<String>,
+    r_frame_rate: Option<String>,
+    duration: Option<String>,
+    #[serde(default)]
+    disposition: Disposition,
+    #[serde(default)]
+    tags: Tags,
+    #[serde(default)]
+    side_data_list: Vec<SideData>,
+}
+
+#[derive(Deserialize, Default)]
+struct Disposition {
+    #[serde(default)]
+    attached_pic: u8,
+}
+
+#[derive(Deserialize, Default)]
+struct Tags {
+    rotate: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SideData {
+    rotation: Option<f64>,
+}
+
+/// Probes `path`. A file ffprobe cannot read, or one without a video stream or duration, is
+/// [`Error::Rejected`] with a reason for the uploader.
+pub async fn probe(ffprobe: &Path, path: &Path) -> Result<Probe> {
+    let mut args = vec!["-v".into(), "error".into()];
+    args.extend(sandbox_args());
+    args.extend(
+        ["-show_format", "-show_streams", "-of", "json"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    args.push(path.display().to_string());
+    let out = match run(ffprobe, &args).await {
+        Ok(out) => out,
+        Err(Error::Failed { stderr, .. }) => {
+            let why = stderr.lines().last().unwrap_or("unreadable").to_string();
+            return Err(Error::Rejected(format!(
+                "not a video file we can read: {}",
+                why.replace(&path.display().to_string(), "input")
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    parse(&out)
+}
+
+fn parse(json: &[u8]) -> Result<Probe> {
+    let out: Out = serde_json::from_slice(json).map_err(|e| Error::BadProbe(e.to_string()))?;
+    let format = out.format.as_ref();
+    let video = out
+        .streams
+        .iter()
+        .find(|s| s.codec_type.as_deref() == Some("video") && s.disposition.attached_pic == 0)
+        .ok_or_else(|| Error::Rejected("not a video: the file has no video stream".into()))?;
+    let (Some(width), Some(height)) = (video.width, video.height) else {
+        return Err(Error::Rejected(
+            "not a video: the video stream has no picture size".into(),
+        ));
+    };
+    if width == 0 || height == 0 {
+        return Err(Error::Rejected(
+            "not a video: the picture size is zero".into(),
+        ));
+    }
+    let duration_s = format
+        .and_then(|f| f.duration.as_deref())
+        .or(video.duration.as_deref())
+        .and_then(|d| d.parse::<f64>().ok())
+        .filter(|d| d.is_finite())
+        .unwrap_or(0.0);
+    if duration_s <= 0.0 {
+        return Err(Error::Rejected("the video has zero duration".into()));
+    }
+    let rotation = video
+        .side_data_list
+        .iter()
+        .find_map(|s| s.rotation)
+        .map(|r| r.round() as i32)
+        .or_else(|| video.tags.rotate.as_deref().and_then(|r| r.parse().ok()))
+        .unwrap_or(0);
+    let frame_rate = [&video.avg_frame_rate, &video.r_frame_rate]
+        .into_iter()
+        .filter_map(|r| r.as_deref().and_then(parse_rate))
+        .find(|r| *r > 0.0 && *r <= 240.0)
+        .unwrap_or(30.0);
+    Ok(Probe {
+        format: format
+            .and_then(|f| f.format_name.clone())
+            .unwrap_or_default(),
+        duration_s,
+        width,
+        height,
+        rotation,
+        frame_rate,
+        video_codec: video.codec_name.clone().unwrap_or_default(),
+        has_audio: out
+            .streams
+            .iter()
+            .any(|s| s.codec_type.as_deref() == Some("audio")),
+    })
+}
+
+fn parse_rate(r: &str) -> Option<f64> {
+    match r.split_once('/') {
+        Some((n, d)) => {
+            let (n, d) = (n.parse::<f64>().ok()?, d.parse::<f64>().ok()?);
+            (d != 0.0).then_some(n / d)
+        }
+        None => r.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_video_with_audio_and_rotation() {
+        let j = br#"{"streams":[
+            {"codec_type":"video","codec_name":"h264","width":1280,"height":720,
+             "avg_frame_rate":"30000/1001","r_frame_rate":"30000/1001",
+             "side_data_list":[{"side_data_type":"Display Matrix","rotation":-90}]},
+            {"codec_type":"audio","codec_name":"aac"}],
+            "format":{"format_name":"mov,mp4,m4a,3gp,3g2,mj2","duration":"20.000000"}}"#;
+        let p = parse(j).unwrap();
+        assert_eq!((p.width, p.height, p.rotation), (1280, 720, -90));
+        assert!((p.frame_rate - 29.97).abs() < 0.01);
+        assert!(p.has_audio);
+        assert_eq!(p.duration_s, 20.0);
+    }
+
+    #[test]
+    fn rotate_tag_and_cover_art_are_handled() {
+        let j = br#"{"streams":[
+            {"codec_type":"video","codec_name":"mjpeg","width":600,"height":600,"disposition":{"attached_pic":1}},
+            {"codec_type":"video","codec_name":"h264","width":640,"height":480,"avg_frame_rate":"0/0","r_frame_rate":"25/1","tags":{"rotate":"90"}}],
+            "format":{"duration":"3.5"}}"#;
+        let p = parse(j).unwrap();
+        assert_eq!(
+            (p.width, p.rotation, p.frame_rate, p.has_audio),
+            (640, 90, 25.0, false)
+        );
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        let audio_only = br#"{"streams":[{"codec_type":"audio"}],"format":{"duration":"3"}}"#;
+        assert!(
+            matches!(parse(audio_only), Err(Error::Rejected(m)) if m.contains("no video stream"))
+        );
+        let zero = br#"{"streams":[{"codec_type":"video","width":2,"height":2}],"format":{"duration":"0"}}"#;
+        assert!(matches!(parse(zero), Err(Error::Rejected(m)) if m.contains("zero duration")));
+        assert!(matches!(parse(b"{}"), Err(Error::Rejected(_))));
+        assert!(matches!(parse(b"nonsense"), Err(Error::BadProbe(_))));
+    }
+}

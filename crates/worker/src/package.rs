@@ -1,0 +1,173 @@
+//! From an encoded fragmented-MP4 file to stored init and media segments.
+//!
+//! The file is streamed through the incremental splitter, so memory holds one segment at a
+//! time however long the video is. Where segments end is decided by
+//! [`oxcast_media::cmaf::SegmentBuilder`]; this module only moves bytes.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use oxcast_base::VideoId;
+use oxcast_media::cmaf::{SegmentBuilder, FIRST_SEGMENT_NUMBER};
+use oxcast_media::mp4::{Fmp4Splitter, SplitEvent, TrackInfo};
+use oxcast_store::{keys, Store};
+use tokio::io::AsyncReadExt;
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentInfo {
+    pub number: u64,
+    /// Decode time of the first sample, timescale units.
+    pub start: u64,
+    pub duration: u64,
+    pub bytes: u64,
+    pub samples: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackagedRendition {
+    pub name: String,
+    pub track: TrackInfo,
+    pub segments: Vec<SegmentInfo>,
+}
+
+impl PackagedRendition {
+    pub fn timescale(&self) -> f64 {
+        f64::from(self.track.timescale.max(1))
+    }
+
+    pub fn duration_s(&self) -> f64 {
+        self.segments.iter().map(|s| s.duration).sum::<u64>() as f64 / self.timescale()
+    }
+
+    /// Highest bitrate of any one segment, bits/s.
+    pub fn peak_bandwidth(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.duration > 0)
+            .map(|s| (s.bytes as f64 * 8.0 * self.timescale() / s.duration as f64).ceil() as u64)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn average_bandwidth(&self) -> u64 {
+        let d = self.duration_s();
+        if d <= 0.0 {
+            return 0;
+        }
+        (self.segments.iter().map(|s| s.bytes).sum::<u64>() as f64 * 8.0 / d).ceil() as u64
+    }
+
+    pub fn frame_rate(&self) -> Option<f64> {
+        let d = self.duration_s();
+        let n: u64 = self.segments.iter().map(|s| s.samples).sum();
+        (d > 0.0 && n > 0).then(|| n as f64 / d)
+    }
+}
+
+/// Splits `path` into `{name}/init.mp4` and `{name}/seg-{n}.m4s` under the video's prefix.
+/// `target_s` is the segment duration the encoder was asked for; segments are cut at the
+/// encoder's fragment (GOP) boundaries.
+pub async fn package_rendition(
+    store: &Store,
+    video: VideoId,
+    name: &str,
+    path: &Path,
+    target_s: f64,
+) -> Result<PackagedRendition> {
+    let err = |source| Error::Package {
+        rendition: name.to_string(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut splitter = Fmp4Splitter::new();
+    let mut builder: Option<SegmentBuilder> = None;
+    let mut track: Option<TrackInfo> = None;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut pending_samples = 0u64;
+    let mut segments = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        for event in splitter.push(&buf[..n]).map_err(err)? {
+            match event {
+                SplitEvent::Init { bytes, track: t } => {
+                    let key = keys::video_object(video, &format!("{name}/init.mp4"))?;
+                    store.put(&key, Bytes::from(bytes)).await?;
+                    // Half the target: each encoder fragment is one GOP of ~target length, so
+                    // a GOP a frame short of the target still closes its own segment.
+                    let target = (target_s * 0.5 * f64::from(t.timescale)) as u64;
+                    builder = Some(SegmentBuilder::new(target.max(1), FIRST_SEGMENT_NUMBER));
+                    track = Some(t);
+                }
+                SplitEvent::Fragment { bytes, fragment } => {
+                    let b = builder.as_mut().ok_or_else(|| {
+                        err(oxcast_media::Error::MissingInit { len: bytes.len() })
+                    })?;
+                    if let Some(closed) = b.push(&fragment) {
+                        store_segment(
+                            store,
+                            video,
+                            name,
+                            &closed,
+                            &mut pending,
+                            pending_samples,
+                            &mut segments,
+                        )
+                        .await?;
+                        pending_samples = 0;
+                    }
+                    pending.extend_from_slice(&bytes);
+                    pending_samples += u64::from(fragment.sample_count);
+                }
+            }
+        }
+    }
+    splitter.finish().map_err(err)?;
+    let (Some(track), Some(b)) = (track, builder) else {
+        return Err(err(oxcast_media::Error::MissingInit { len: 0 }));
+    };
+    if let Some(last) = b.finish() {
+        store_segment(
+            store,
+            video,
+            name,
+            &last,
+            &mut pending,
+            pending_samples,
+            &mut segments,
+        )
+        .await?;
+    }
+    Ok(PackagedRendition {
+        name: name.to_string(),
+        track,
+        segments,
+    })
+}
+
+async fn store_segment(
+    store: &Store,
+    video: VideoId,
+    name: &str,
+    plan: &oxcast_media::cmaf::SegmentPlan,
+    pending: &mut Vec<u8>,
+    samples: u64,
+    out: &mut Vec<SegmentInfo>,
+) -> Result<()> {
+    let bytes = std::mem::take(pending);
+    let key = keys::video_object(video, &format!("{name}/seg-{}.m4s", plan.number))?;
+    out.push(SegmentInfo {
+        number: plan.number,
+        start: plan.start,
+        duration: plan.duration,
+        bytes: bytes.len() as u64,
+        samples,
+    });
+    store.put(&key, Bytes::from(bytes)).await?;
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! One attempt at processing one video: source → probe → encode → package → manifests → poster.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use oxcast_db::{Job, Published, Rendition};
+use oxcast_media::{dash, hls, ladder};
+use oxcast_store::keys;
+use oxcast_transcode::{EncodePlan, RenditionKind};
+
+use crate::package::{package_rendition, PackagedRendition};
+use crate::runner::{Progress, WorkerContext};
+use crate::{Error, Result};
+
+/// Share of the progress bar spent encoding; packaging and the poster take the rest.
+const ENCODE_SHARE: f64 = 0.9;
+
+pub(crate) async fn process(
+    ctx: &WorkerContext,
+    job: &Job,
+    work: &Path,
+    progress: &Arc<Progress>,
+) -> Result<Published> {
+    let cfg = &ctx.config;
+    let source = work.join("source");
+    fetch_source(ctx, job, &source).await?;
+    progress.set(0.01);
+
+    let probe = oxcast_transcode::probe(&cfg.transcode.ffprobe, &source).await?;
+    tracing::info!(?probe, "probed");
+    check_limits(ctx, &probe)?;
+
+    let src = ladder::SourceVideo {
+        width: probe.width,
+        height: probe.height,
+        rotation: probe.rotation,
+    };
+    let rungs = ladder::build_ladder(&src, &ladder::LadderSpec::default());
+    let (display_w, display_h) = ladder::display_size(&src);
+    let plan = EncodePlan {
+        source: source.clone(),
+        out_dir: work.join("out"),
+        rungs,
+        audio: probe.has_audio,
+        preset: cfg.transcode.preset.clone(),
+        segment_s: cfg.transcode.segment_s,
+        frame_rate: probe.frame_rate,
+        audio_bitrate: cfg.transcode.audio_bitrate,
+        duration_s: probe.duration_s,
+    };
+    let p = progress.clone();
+    let encoded = oxcast_transcode::encode_ladder(&cfg.transcode.ffmpeg, &plan, &move |f| {
+        p.set(0.02 + f * (ENCODE_SHARE - 0.02))
+    })
+    .await?;
+
+    // Anything an earlier, interrupted attempt stored is replaced, never mixed in.
+    let prefix = keys::video_prefix(job.video_id);
+    let stale = ctx.store.delete_prefix(&prefix).await?;
+    if stale > 0 {
+        tracing::info!(stale, "removed objects of an earlier attempt");
+    }
+
+    let mut video = Vec::new();
+    let mut audio = None;
+    let count = encoded.renditions.len() as f64;
+    for (i, r) in encoded.renditions.iter().enumerate() {
+        let packaged = package_rendition(
+            &ctx.store,
+            job.video_id,
+            &r.name,
+            &r.path,
+            cfg.transcode.segment_s,
+        )
+        .await?;
+        let playlist = media_playlist(&packaged);
+        put(ctx, job, &format!("{}/index.m3u8", r.name), playlist).await?;
+        match r.kind {
+            RenditionKind::Video => video.push((packaged, r.rung.clone().expect("video rung"))),
+            RenditionKind::Audio => audio = Some(packaged),
+        }
+        progress.set(ENCODE_SHARE + 0.08 * (i + 1) as f64 / count);
+    }
+    put(
+        ctx,
+        job,
+        "master.m3u8",
+        master_playlist(&video, audio.as_ref()),
+    )
+    .await?;
+    put(ctx, job, "manifest.mpd", mpd(&video, audio.as_ref())).await?;
+
+    let poster = work.join("poster.jpg");
+    oxcast_transcode::poster(
+        &cfg.transcode.ffmpeg,
+        &source,
+        probe.duration_s * 0.1,
+        1280,
+        &poster,
+    )
+    .await?;
+    ctx.store
+        .put_file(&keys::video_object(job.video_id, "poster.jpg")?, &poster)
+        .await?;
+    progress.set(0.99);
+
+    let duration_s = video
+        .first()
+        .map(|(p, _)| p.duration_s())
+        .unwrap_or(probe.duration_s);
+    let audio_peak = audio.as_ref().map_or(0, |a| a.peak_bandwidth());
+    Ok(Published {
+        duration_s,
+        width: display_w,
+        height: display_h,
+        renditions: video
+            .iter()
+            .map(|(p, rung)| Rendition {
+                name: rung.name.clone(),
+                width: rung.width,
+                height: rung.height,
+                bandwidth: p.peak_bandwidth() + audio_peak,
+                codecs: match &audio {
+                    Some(a) => format!("{},{}", p.track.codec, a.track.codec),
+                    None => p.track.codec.clone(),
+                },
+            })
+            .collect(),
+    })
+}
+
+async fn put(ctx: &WorkerContext, job: &Job, name: &str, text: String) -> Result<()> {
+    let key = keys::video_object(job.video_id, name)?;
+    ctx.store.put(&key, Bytes::from(text)).await?;
+    Ok(())
+}
+
+/// Concatenates the upload's parts, in order, into a local file for ffmpeg.
+async fn fetch_source(ctx: &WorkerContext, job: &Job, dest: &Path) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let upload = ctx
+        .db
+        .upload_for_video(job.video_id)
+        .await?
+        .ok_or(Error::NoSource(job.video_id))?;
+    let mut out = tokio::fs::File::create(dest).await?;
+    for n in 1..=upload.part_count() {
+        let part = ctx
+            .store
+            .get(&keys::upload_part(upload.id, n), None)
+            .await?;
+        let mut body = part.body;
+        use futures::StreamExt as _;
+        while let Some(chunk) = body.next().await {
+            out.write_all(&chunk?).await?;
+        }
+    }
+    out.flush().await?;
+    let size = out.metadata().await?.len();
+    if size != upload.size {
+        return Err(Error::Rejected(format!(
+            "stored upload is {size} bytes, expected {}",
+            upload.size
+        )));
+    }
+    Ok(())
+}
+
+fn check_limits(ctx: &WorkerContext, p: &oxcast_transcode::Probe) -> Result<()> {
+    let l = &ctx.config.limits;
+    if p.duration_s > l.max_duration_s {
+        return Err(Error::Rejected(format!(
+            "the video is {:.0} s long; the limit is {:.0} s",
+            p.duration_s, l.max_duration_s
+        )));
+    }
+    if p.width > l.max_width || p.height > l.max_height {
+        return Err(Error::Rejected(format!(
+            "the picture is {}x{}; the limit is {}x{}",
+            p.width, p.height, l.max_width, l.max_height
+        )));
+    }
+    Ok(())
+}
+
+fn media_playlist(p: &PackagedRendition) -> String {
+    let ts = p.timescale();
+    let segments = p
+        .segments
+        .iter()
+        .map(|s| hls::MediaSegment {
+            uri: format!("seg-{}.m4s", s.number),
+            duration: s.duration as f64 / ts,
+            discontinuity: false,
+        })
+        .collect();
+    hls::MediaPlaylist::vod("init.mp4", segments).render()
+}
+
+const AUDIO_GROUP: &str = "aud";
+
+fn master_playlist(
+    video: &[(PackagedRendition, oxcast_media::ladder::Rung)],
+    audio: Option<&PackagedRendition>,
+) -> String {
+    let audio_peak = audio.map_or(0, |a| a.peak_bandwidth());
+    let audio_avg = audio.map_or(0, |a| a.average_bandwidth());
+    hls::MasterPlaylist {
+        independent_segments: true,
+        audio: audio
+            .map(|a| hls::AudioRendition {
+                group_id: AUDIO_GROUP.into(),
+                name: "Audio".into(),
+                uri: format!("{}/index.m3u8", a.name),
+                default: true,
+                channels: a.track.channels,
+                language: None,
+                codecs: a.track.codec.clone(),
+            })
+            .into_iter()
+            .collect(),
+        variants: video
+            .iter()
+            .map(|(p, rung)| hls::Variant {
+                uri: format!("{}/index.m3u8", p.name),
+                bandwidth: p.peak_bandwidth() + audio_peak,
+                average_bandwidth: Some(p.average_bandwidth() + audio_avg),
+                width: rung.width,
+                height: rung.height,
+                codecs: p.track.codec.clone(),
+                frame_rate: p.frame_rate(),
+                audio_group: audio.map(|_| AUDIO_GROUP.to_string()),
+            })
+            .collect(),
+    }
+    .render()
+}
+
+fn representation(p: &PackagedRendition) -> dash::Representation {
+    let timeline: Vec<(u64, u64)> = p.segments.iter().map(|s| (s.start, s.duration)).collect();
+    dash::Representation {
+        id: p.name.clone(),
+        bandwidth: p.peak_bandwidth(),
+        codecs: p.track.codec.clone(),
+        width: p.track.width,
+        height: p.track.height,
+        frame_rate: p.frame_rate().map(dash_frame_rate),
+        audio_sampling_rate: p.track.sample_rate,
+        audio_channels: p.track.channels,
+        timescale: p.track.timescale,
+        initialization: format!("{}/init.mp4", p.name),
+        media: format!("{}/seg-$Number$.m4s", p.name),
+        start_number: p.segments.first().map_or(1, |s| s.number),
+        timeline: dash::compress_timeline(&timeline),
+        presentation_time_offset: 0,
+    }
+}
+
+/// `30`, or `30000/1001` for NTSC-style rates.
+fn dash_frame_rate(fps: f64) -> String {
+    let rounded = fps.round();
+    if (fps - rounded).abs() < 0.01 {
+        format!("{rounded}")
+    } else {
+        format!("{}/1001", (fps * 1001.0).round())
+    }
+}
+
+fn mpd(
+    video: &[(PackagedRendition, oxcast_media::ladder::Rung)],
+    audio: Option<&PackagedRendition>,
+) -> String {
+    let mut sets = vec![dash::AdaptationSet {
+        id: 0,
+        content_type: dash::ContentType::Video,
+        mime_type: "video/mp4".into(),
+        segment_alignment: true,
+        representations: video.iter().map(|(p, _)| representation(p)).collect(),
+    }];
+    if let Some(a) = audio {
+        sets.push(dash::AdaptationSet {
+            id: 1,
+            content_type: dash::ContentType::Audio,
+            mime_type: "audio/mp4".into(),
+            segment_alignment: true,
+            representations: vec![representation(a)],
+        });
+    }
+    let duration_s = video.first().map_or(0.0, |(p, _)| p.duration_s());
+    dash::StaticMpd {
+        duration_s,
+        min_buffer_time_s: 2.0,
+        adaptation_sets: sets,
+    }
+    .render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dash_frame_rates() {
+        assert_eq!(dash_frame_rate(30.0), "30");
+        assert_eq!(dash_frame_rate(29.97003), "30000/1001");
+        assert_eq!(dash_frame_rate(25.0001), "25");
+    }
+}

@@ -1,1 +1,179 @@
-//! placeholder
+//! The HTTP edge of oxcast.
+//!
+//! - `/api/v1/…`: the JSON API (uploads, videos), optionally behind a bearer token, described by
+//!   an OpenAPI document generated from these handlers ([`openapi`]).
+//! - `/upload/{upload}/{part}?expires&sig`: part uploads behind HMAC-signed, expiring URLs
+//!   ([`signing`], [`uploads`]), the embedded stand-in for S3 presigned part URLs.
+//! - `/v/{video}/…`: the playback origin ([`origin`]) with CDN-friendly caching, ranges, ETags
+//!   and CORS.
+//! - `/`, `/watch/{video}`, `/static/…`: the web UI ([`web`]); `/metrics`, `/healthz`.
+
+pub mod error;
+pub mod openapi;
+pub mod origin;
+pub mod signing;
+pub mod uploads;
+pub mod videos;
+pub mod web;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use oxcast_base::clock::SharedClock;
+use oxcast_base::Config;
+use oxcast_db::Db;
+use oxcast_store::Store;
+use tokio::sync::Notify;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use signing::Signer;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub db: Db,
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub signer: Signer,
+    /// Wakes idle workers when an upload completes.
+    pub wake: Arc<Notify>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/uploads", axum::routing::post(uploads::create))
+        .route("/uploads/{upload_id}", get(uploads::status))
+        .route(
+            "/uploads/{upload_id}/complete",
+            axum::routing::post(uploads::complete),
+        )
+        .route("/videos", get(videos::list))
+        .route(
+            "/videos/{video_id}",
+            get(videos::get).delete(videos::delete),
+        )
+        .route("/openapi.json", get(openapi::serve))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::POST,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::RANGE,
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::CONTENT_LENGTH,
+            header::CONTENT_RANGE,
+            header::ACCEPT_RANGES,
+        ])
+        .max_age(std::time::Duration::from_secs(86_400));
+
+    Router::new()
+        .nest("/api/v1", api)
+        .route(
+            "/upload/{upload_id}/{part_number}",
+            put(uploads::put_part).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v/{video_id}/{*path}", get(origin::serve))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .merge(web::routes())
+        .layer(middleware::from_fn(count_requests))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.config.api_token {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()));
+        if !ok {
+            let mut resp = ApiError::Unauthorized.into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    metrics::counter!(
+        "oxcast_http_requests_total",
+        "route" => route,
+        "method" => method,
+        "status" => resp.status().as_u16().to_string()
+    )
+    .increment(1);
+    resp
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}\n")).into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
+    }
+}

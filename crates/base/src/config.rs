@@ -139,6 +139,17 @@ impl Default for TranscodeConfig {
     }
 }
 
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "api_token",
+    "upload",
+    "limits",
+    "worker",
+    "transcode",
+];
+
 impl Config {
     /// Defaults, then `file` (if given; a missing explicit file is an error), then `OXCAST_*`.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -152,7 +163,16 @@ impl Config {
         if let Some(path) = file {
             f = f.merge(Toml::file_exact(path));
         }
-        f.merge(Env::prefixed("OXCAST_").split("__"))
+        // Only keys of this struct: other OXCAST_* variables (the CLI's OXCAST_SERVER, a bench
+        // script's settings) belong to other programs and must not make `serve` fail.
+        f.merge(
+            Env::prefixed("OXCAST_")
+                .filter(|k| {
+                    let top = k.as_str().split("__").next().unwrap_or_default();
+                    TOP_LEVEL_KEYS.iter().any(|t| t.eq_ignore_ascii_case(top))
+                })
+                .split("__"),
+        )
     }
 
     pub fn database_url(&self) -> String {
@@ -191,6 +211,7 @@ mod tests {
             )?;
             jail.set_env("OXCAST_WORKER__CONCURRENCY", "7");
             jail.set_env("OXCAST_DATA_DIR", "/srv/ox");
+            jail.set_env("OXCAST_SERVER", "http://elsewhere");
             let c = Config::load(Some(Path::new("oxcast.toml"))).unwrap();
             assert_eq!(c.listen.port(), 9000);
             assert_eq!(c.worker.concurrency, 7);

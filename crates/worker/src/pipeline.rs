@@ -245,7 +245,7 @@ fn representation(p: &PackagedRendition) -> dash::Representation {
         codecs: p.track.codec.clone(),
         width: p.track.width,
         height: p.track.height,
-        frame_rate: p.frame_rate().map(dash_frame_rate),
+        frame_rate: p.track.width.and(p.frame_rate()).map(dash_frame_rate),
         audio_sampling_rate: p.track.sample_rate,
         audio_channels: p.track.channels,
         timescale: p.track.timescale,

@@ -1,0 +1,39 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use crate::{uploads, videos};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "oxcast",
+        description = "Self-hosted video platform: uploads, processing, playback."
+    ),
+    paths(
+        uploads::create,
+        uploads::status,
+        uploads::complete,
+        videos::list,
+        videos::get,
+        videos::delete
+    ),
+    components(schemas(
+        uploads::CreateUpload,
+        uploads::CreatedUpload,
+        uploads::PartUrl,
+        uploads::UploadStatus,
+        uploads::StoredPart,
+        uploads::CompleteUpload,
+        uploads::CompletePart,
+        videos::VideoView,
+        videos::VideoList,
+        videos::RenditionView
+    ))
+)]
+pub struct ApiDoc;
+
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,358 @@
+//! Multipart uploads: create → signed part PUTs (any order, in parallel) → complete.
+//!
+//! Completion is the COMPLETED event of the design: it checks every part and ETag, and marks
+//! the upload complete and enqueues processing in one transaction.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use oxcast_base::UploadId;
+use oxcast_db::{CompleteError, NewUpload, Upload, UploadPart, UploadState};
+use oxcast_store::keys;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult};
+use crate::videos::VideoView;
+use crate::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateUpload {
+    /// The file's name, kept for display; never used as a storage key.
+    pub filename: String,
+    /// Total size in bytes.
+    pub size: u64,
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PartUrl {
+    pub part_number: u32,
+    /// Where to PUT the part's bytes; relative to this server, or an absolute presigned URL.
+    pub url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedUpload {
+    pub upload_id: String,
+    pub video_id: String,
+    pub part_size: u64,
+    pub parts: Vec<PartUrl>,
+    /// When the part URLs expire, RFC 3339.
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredPart {
+    pub part_number: u32,
+    pub size: u64,
+    pub etag: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadStatus {
+    pub upload_id: String,
+    pub video_id: String,
+    pub size: u64,
+    pub part_size: u64,
+    /// `open` or `completed`.
+    pub state: String,
+    /// Parts already stored.
+    pub parts: Vec<StoredPart>,
+    /// Parts still to send, with fresh URLs.
+    pub missing: Vec<PartUrl>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CompletePart {
+    pub part_number: u32,
+    pub etag: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CompleteUpload {
+    pub parts: Vec<CompletePart>,
+}
+
+fn part_urls(
+    state: &AppState,
+    upload: &Upload,
+    numbers: impl Iterator<Item = u32>,
+) -> (Vec<PartUrl>, i64) {
+    let expires = state.clock.now_ms() / 1000 + state.config.upload.url_ttl_s as i64;
+    let urls = numbers
+        .map(|n| PartUrl {
+            part_number: n,
+            url: state.signer.part_url(upload.id, n, expires),
+        })
+        .collect();
+    (urls, expires)
+}
+
+fn rfc3339(epoch_s: i64) -> String {
+    crate::videos::rfc3339(epoch_s * 1000)
+}
+
+/// Start an upload.
+#[utoipa::path(post, path = "/api/v1/uploads", request_body = CreateUpload,
+    responses((status = 201, body = CreatedUpload), (status = 400), (status = 413, description = "larger than the configured maximum")))]
+pub async fn create(
+    State(state): State<AppState>,
+    Json(req): Json<CreateUpload>,
+) -> ApiResult<Response> {
+    let filename = req.filename.trim();
+    if filename.is_empty() || filename.len() > 255 || filename.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "filename must be 1 to 255 printable characters".into(),
+        ));
+    }
+    if req.size == 0 {
+        return Err(ApiError::BadRequest(
+            "size must be greater than zero".into(),
+        ));
+    }
+    let max = state.config.upload.max_size;
+    if req.size > max {
+        return Err(ApiError::TooLarge(format!(
+            "the file is {} bytes; the largest upload accepted is {max} bytes",
+            req.size
+        )));
+    }
+    let title = req
+        .title
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| default_title(filename));
+    if title.len() > 300 {
+        return Err(ApiError::BadRequest(
+            "title must be at most 300 bytes".into(),
+        ));
+    }
+    let now = state.clock.now_ms();
+    let part_size = state.config.upload.part_size.max(1);
+    let expires_ms = now + state.config.upload.url_ttl_s as i64 * 1000;
+    let (video, upload) = state
+        .db
+        .create_upload(
+            &NewUpload {
+                title: &title,
+                filename,
+                size: req.size,
+                part_size,
+                expires_at: expires_ms,
+            },
+            now,
+        )
+        .await?;
+    let (parts, expires) = part_urls(&state, &upload, 1..=upload.part_count());
+    tracing::info!(video = %video.id, upload = %upload.id, size = req.size, parts = parts.len(), "upload created");
+    metrics::counter!("oxcast_uploads_created_total").increment(1);
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedUpload {
+            upload_id: upload.id.to_string(),
+            video_id: video.id.to_string(),
+            part_size,
+            parts,
+            expires_at: rfc3339(expires),
+        }),
+    )
+        .into_response())
+}
+
+fn default_title(filename: &str) -> String {
+    let stem = match filename.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => filename,
+    };
+    stem.to_string()
+}
+
+fn parse_upload_id(s: &str) -> ApiResult<UploadId> {
+    s.parse().map_err(|_| ApiError::NotFound("upload".into()))
+}
+
+/// Which parts are stored, with fresh URLs for the rest: what a client needs to resume.
+#[utoipa::path(get, path = "/api/v1/uploads/{upload_id}", params(("upload_id" = String, Path)),
+    responses((status = 200, body = UploadStatus), (status = 404)))]
+pub async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UploadStatus>> {
+    let id = parse_upload_id(&id)?;
+    let upload = state
+        .db
+        .upload(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("upload".into()))?;
+    let stored = state.db.parts(id).await?;
+    let missing_numbers: Vec<u32> = if upload.state == UploadState::Open {
+        (1..=upload.part_count())
+            .filter(|n| !stored.iter().any(|p| p.part_number == *n))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (missing, _) = part_urls(&state, &upload, missing_numbers.into_iter());
+    Ok(Json(UploadStatus {
+        upload_id: upload.id.to_string(),
+        video_id: upload.video_id.to_string(),
+        size: upload.size,
+        part_size: upload.part_size,
+        state: upload.state.as_str().to_string(),
+        parts: stored
+            .into_iter()
+            .map(|p| StoredPart {
+                part_number: p.part_number,
+                size: p.size,
+                etag: p.etag,
+            })
+            .collect(),
+        missing,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PartQuery {
+    expires: Option<i64>,
+    sig: Option<String>,
+}
+
+/// Receives one part. The URL's signature is the only credential.
+pub async fn put_part(
+    State(state): State<AppState>,
+    Path((upload_id, part_number)): Path<(String, String)>,
+    Query(q): Query<PartQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    // Anything malformed in a signed URL is a bad signature, not a hint about what exists.
+    let forbidden = || ApiError::Forbidden("the part URL's signature is not valid".into());
+    let id: UploadId = upload_id.parse().map_err(|_| forbidden())?;
+    let n: u32 = part_number.parse().map_err(|_| forbidden())?;
+    let (Some(expires), Some(sig)) = (q.expires, q.sig) else {
+        return Err(forbidden());
+    };
+    state
+        .signer
+        .verify(id, n, expires, &sig, state.clock.now_ms() / 1000)
+        .map_err(|e| ApiError::Forbidden(e.to_string()))?;
+
+    let upload = state
+        .db
+        .upload(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("upload".into()))?;
+    if upload.state != UploadState::Open {
+        return Err(ApiError::Conflict("the upload is already complete".into()));
+    }
+    let expected = upload.expected_part_size(n).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "part {n} is out of range: this upload has {} parts",
+            upload.part_count()
+        ))
+    })?;
+    let too_large = |got: u64| {
+        ApiError::TooLarge(format!(
+            "part {n} must be {expected} bytes (part_size {}); got {got} or more",
+            upload.part_size
+        ))
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > expected {
+            return Err(too_large(len));
+        }
+    }
+
+    let mut data = BytesMut::with_capacity(expected.min(64 << 20) as usize);
+    let mut md5 = Md5::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading part {n}: {e}")))?;
+        if data.len() as u64 + chunk.len() as u64 > expected {
+            return Err(too_large(data.len() as u64 + chunk.len() as u64));
+        }
+        md5.update(&chunk);
+        data.extend_from_slice(&chunk);
+    }
+    if data.len() as u64 != expected {
+        return Err(ApiError::BadRequest(format!(
+            "part {n} must be {expected} bytes; got {}",
+            data.len()
+        )));
+    }
+    let etag = format!("\"{}\"", hex::encode(md5.finalize()));
+    let size = data.len() as u64;
+    state
+        .store
+        .put(&keys::upload_part(id, n), Bytes::from(data))
+        .await?;
+    state
+        .db
+        .put_part(
+            id,
+            &UploadPart {
+                part_number: n,
+                size,
+                etag: etag.clone(),
+            },
+            state.clock.now_ms(),
+        )
+        .await?;
+    metrics::counter!("oxcast_upload_bytes_total").increment(size);
+    Ok((StatusCode::OK, [(header::ETAG, etag)]).into_response())
+}
+
+/// Finish an upload: every part must be stored with the ETag given here.
+#[utoipa::path(post, path = "/api/v1/uploads/{upload_id}/complete", params(("upload_id" = String, Path)),
+    request_body = CompleteUpload,
+    responses((status = 202, body = VideoView), (status = 400, description = "names the missing or mismatched parts"), (status = 404)))]
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(req): Json<CompleteUpload>,
+) -> ApiResult<Response> {
+    let id = parse_upload_id(&id)?;
+    let claimed: Vec<(u32, String)> = req
+        .parts
+        .into_iter()
+        .map(|p| (p.part_number, p.etag))
+        .collect();
+    let now = state.clock.now_ms();
+    let video = match state
+        .db
+        .complete_upload(id, &claimed, state.config.worker.max_attempts, now)
+        .await?
+    {
+        Ok(v) => v,
+        Err(CompleteError::NotFound) => return Err(ApiError::NotFound("upload".into())),
+        Err(e) => return Err(ApiError::BadRequest(e.to_string())),
+    };
+    tracing::info!(video = %video.id, upload = %id, "upload completed; processing queued");
+    state.wake.notify_waiters();
+    Ok((StatusCode::ACCEPTED, Json(VideoView::from(&video))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_title_drops_the_extension() {
+        assert_eq!(default_title("holiday.mp4"), "holiday");
+        assert_eq!(default_title(".mp4"), ".mp4");
+        assert_eq!(default_title("noext"), "noext");
+        assert_eq!(default_title("a.b.mov"), "a.b");
+    }
+}

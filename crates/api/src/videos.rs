@@ -1,0 +1,156 @@
+//! Videos: list, inspect, delete.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use oxcast_base::VideoId;
+use oxcast_db::{Video, VideoStatus};
+use oxcast_store::keys;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RenditionView {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// Peak bits per second including audio.
+    pub bandwidth: u64,
+    pub codecs: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoView {
+    pub id: String,
+    pub title: String,
+    pub filename: String,
+    /// `uploading`, `queued`, `processing`, `ready` or `failed`.
+    pub status: String,
+    /// Processing progress, 0 to 1.
+    pub progress: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_s: Option<f64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub size: u64,
+    pub renditions: Vec<RenditionView>,
+    pub hls_url: String,
+    pub dash_url: String,
+    pub poster_url: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl From<&Video> for VideoView {
+    fn from(v: &Video) -> Self {
+        let base = format!("/v/{}", v.id);
+        Self {
+            id: v.id.to_string(),
+            title: v.title.clone(),
+            filename: v.filename.clone(),
+            status: v.status.to_string(),
+            progress: match v.status {
+                VideoStatus::Ready => 1.0,
+                _ => v.progress,
+            },
+            error: v.error.clone(),
+            duration_s: v.duration_s,
+            width: v.width,
+            height: v.height,
+            size: v.source_size,
+            renditions: v
+                .renditions
+                .iter()
+                .map(|r| RenditionView {
+                    name: r.name.clone(),
+                    width: r.width,
+                    height: r.height,
+                    bandwidth: r.bandwidth,
+                    codecs: r.codecs.clone(),
+                })
+                .collect(),
+            hls_url: format!("{base}/master.m3u8"),
+            dash_url: format!("{base}/manifest.mpd"),
+            poster_url: format!("{base}/poster.jpg"),
+            created_at: rfc3339(v.created_at),
+            updated_at: rfc3339(v.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoList {
+    pub videos: Vec<VideoView>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<i64>,
+}
+
+pub(crate) fn parse_video_id(s: &str) -> ApiResult<VideoId> {
+    s.parse().map_err(|_| ApiError::NotFound("video".into()))
+}
+
+/// Videos, newest first.
+#[utoipa::path(get, path = "/api/v1/videos", params(("limit" = Option<i64>, Query, description = "at most this many, default 100")),
+    responses((status = 200, body = VideoList)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<VideoList>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let videos = state.db.videos(limit).await?;
+    Ok(Json(VideoList {
+        videos: videos.iter().map(VideoView::from).collect(),
+    }))
+}
+
+/// One video with its status, processing progress and playback URLs.
+#[utoipa::path(get, path = "/api/v1/videos/{video_id}", params(("video_id" = String, Path)),
+    responses((status = 200, body = VideoView), (status = 404)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<VideoView>> {
+    let id = parse_video_id(&id)?;
+    let v = state
+        .db
+        .video(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("video".into()))?;
+    Ok(Json(VideoView::from(&v)))
+}
+
+/// Delete a video, its upload and every stored object.
+#[utoipa::path(delete, path = "/api/v1/videos/{video_id}", params(("video_id" = String, Path)),
+    responses((status = 204), (status = 404)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = parse_video_id(&id)?;
+    let upload = state.db.upload_for_video(id).await?;
+    if !state.db.delete_video(id).await? {
+        return Err(ApiError::NotFound("video".into()));
+    }
+    // Rows first: once they are gone nothing serves or processes the objects.
+    let mut removed = state.store.delete_prefix(&keys::video_prefix(id)).await?;
+    if let Some(u) = upload {
+        removed += state
+            .store
+            .delete_prefix(&keys::upload_prefix(u.id))
+            .await?;
+    }
+    tracing::info!(video = %id, removed, "video deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

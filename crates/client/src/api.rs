@@ -256,6 +256,33 @@ pub struct Client {
     http: reqwest::Client,
     server: Url,
     token: Option<String>,
+    limiter: Option<std::sync::Arc<RateLimiter>>,
+}
+
+/// Caps the bytes/s of all part uploads of one client together (`oxcast upload --limit-rate`),
+/// so an upload can share a thin link politely.
+#[derive(Debug)]
+pub struct RateLimiter {
+    bytes_per_s: f64,
+    start: tokio::time::Instant,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl RateLimiter {
+    pub fn new(bytes_per_s: u64) -> Self {
+        RateLimiter {
+            bytes_per_s: bytes_per_s.max(1) as f64,
+            start: tokio::time::Instant::now(),
+            sent: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Waits until `n` more bytes fit in the budget.
+    pub async fn acquire(&self, n: u64) {
+        let total = self.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        let due = self.start + Duration::from_secs_f64(total as f64 / self.bytes_per_s);
+        tokio::time::sleep_until(due).await;
+    }
 }
 
 impl Client {
@@ -273,7 +300,14 @@ impl Client {
             http,
             server,
             token: token.filter(|t| !t.is_empty()),
+            limiter: None,
         })
+    }
+
+    /// Limits part uploads to `bytes_per_s` in total.
+    pub fn with_rate_limit(mut self, bytes_per_s: u64) -> Self {
+        self.limiter = Some(std::sync::Arc::new(RateLimiter::new(bytes_per_s)));
+        self
     }
 
     /// The server URL (normalised, ending in `/`).
@@ -379,7 +413,23 @@ impl Client {
     ) -> Result<String> {
         let url = self.resolve(url)?;
         let len = data.len() as u64;
-        let body = reqwest::Body::wrap_stream(chunked(data, CHUNK_SIZE, on_chunk));
+        let body = match &self.limiter {
+            None => reqwest::Body::wrap_stream(chunked(data, CHUNK_SIZE, on_chunk)),
+            Some(limiter) => {
+                use futures::StreamExt;
+                let limiter = limiter.clone();
+                let paced = chunked(data, CHUNK_SIZE, on_chunk).then(move |chunk| {
+                    let limiter = limiter.clone();
+                    async move {
+                        if let Ok(c) = &chunk {
+                            limiter.acquire(c.len() as u64).await;
+                        }
+                        chunk
+                    }
+                });
+                reqwest::Body::wrap_stream(paced)
+            }
+        };
         let resp = self
             .http
             .put(url.clone())

@@ -51,6 +51,32 @@ struct UploadArgs {
     /// Where resumable upload state is kept.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Cap the upload rate, in bytes per second (suffixes K, M, G: 500K, 2M).
+    #[arg(long, value_parser = parse_rate)]
+    limit_rate: Option<u64>,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("unknown suffix {c:?}: use K, M or G")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate like 500K or 2M"))?;
+    if !(n > 0.0) {
+        return Err("the rate must be positive".into());
+    }
+    Ok((n * mult as f64) as u64)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,8 +91,26 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("500"), Ok(500));
+        assert_eq!(parse_rate("2M"), Ok(2 << 20));
+        assert_eq!(parse_rate("1.5k"), Ok(1536));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("2X").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
+}
+
 async fn upload(a: UploadArgs) -> anyhow::Result<()> {
-    let client = oxcast_client::Client::new(&a.server, a.token)?;
+    let mut client = oxcast_client::Client::new(&a.server, a.token)?;
+    if let Some(rate) = a.limit_rate {
+        client = client.with_rate_limit(rate);
+    }
     let opts = oxcast_client::UploadOptions {
         title: a.title,
         parallel: a.parallel as usize,

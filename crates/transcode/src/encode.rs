@@ -167,12 +167,11 @@ pub async fn encode_ladder(
     tokio::fs::create_dir_all(&plan.out_dir).await?;
     let args = plan.args();
     tracing::debug!(?args, "ffmpeg ladder");
-    let mut child = tokio::process::Command::new(ffmpeg)
+    let mut child = crate::command(ffmpeg)
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|source| Error::Spawn {
             program: ffmpeg.display().to_string(),

@@ -71,12 +71,11 @@ pub fn sandbox_args() -> Vec<String> {
 
 /// Runs a program to completion, capturing stdout; stderr's tail goes into the error.
 pub(crate) async fn run(program: &Path, args: &[String]) -> Result<Vec<u8>> {
-    let out = tokio::process::Command::new(program)
+    let out = command(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .output()
         .await
         .map_err(|source| Error::Spawn {
@@ -91,6 +90,24 @@ pub(crate) async fn run(program: &Path, args: &[String]) -> Result<Vec<u8>> {
         });
     }
     Ok(out.stdout)
+}
+
+/// A child process that cannot outlive us: killed when its future is dropped, and (on Linux)
+/// when our process dies, even by SIGKILL, so a crashed worker never leaves ffmpeg burning CPU.
+pub(crate) fn command(program: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// The last `max` bytes of a program's output, trimmed, as text.

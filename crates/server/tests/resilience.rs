@@ -1,0 +1,242 @@
+//! Interruptions lose nothing: a CLI upload killed midway resumes, a server killed mid-job
+//! retries it on restart with no duplicate or partial outputs, SIGTERM shuts down cleanly.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Successful part PUTs the server has answered, from its Prometheus metrics.
+async fn part_puts(base: &str) -> u64 {
+    let text = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("oxcast_http_requests_total{")
+                && l.contains("route=\"/upload/{upload_id}/{part_number}\"")
+                && l.contains("method=\"PUT\"")
+                && l.contains("status=\"200\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_cli_upload_resumes_sending_only_missing_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_video(dir.path(), "cli.mp4", 1280, 720, 20, true);
+    let size = std::fs::metadata(&src).unwrap().len();
+    let server = Server::start(&[("OXCAST_UPLOAD__PART_SIZE", "1048576")]);
+    let base = server.base.clone();
+    let total_parts = size.div_ceil(1048576);
+    let state_dir = dir.path().join("state");
+    let cli = {
+        let (src, base, state_dir) = (src.clone(), base.clone(), state_dir.clone());
+        move |extra: &[&str]| {
+            let mut c = Command::new(BIN);
+            c.arg("upload")
+                .arg(&src)
+                .args([
+                    "--server",
+                    &base,
+                    "--title",
+                    "from the cli",
+                    "--parallel",
+                    "2",
+                ])
+                .arg("--state-dir")
+                .arg(&state_dir)
+                .args(extra);
+            c
+        }
+    };
+
+    // First run, throttled so it is still sending when killed.
+    let mut first = cli(&["--limit-rate", "3M"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.objects("uploads").len() < 4 {
+        assert!(Instant::now() < deadline, "the CLI stored no parts");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the CLI finished before it was interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let saved: Vec<_> = std::fs::read_dir(&state_dir).unwrap().flatten().collect();
+    assert_eq!(saved.len(), 1, "one resume state file");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(saved[0].path()).unwrap()).unwrap();
+    let upload_id = state["upload_id"].as_str().unwrap();
+    let status = json(
+        http()
+            .get(format!("{base}/api/v1/uploads/{upload_id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let stored = status["parts"].as_array().unwrap().len() as u64;
+    assert!(
+        stored >= 4 && stored < total_parts,
+        "stored {stored} of {total_parts}"
+    );
+    let puts_before = part_puts(&base).await;
+
+    // Second run: resumes, sends only what is missing, waits until ready, prints the URLs.
+    let second = cli.clone();
+    let out = tokio::task::spawn_blocking(move || second(&[]).output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let video_id = state["video_id"].as_str().unwrap();
+    assert!(
+        stdout.contains(&format!("video {video_id} ready")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{base}/v/{video_id}/master.m3u8")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{base}/v/{video_id}/manifest.mpd")),
+        "{stdout}"
+    );
+    assert_eq!(
+        part_puts(&base).await - puts_before,
+        total_parts - stored,
+        "re-sent stored parts"
+    );
+
+    let list = json(
+        http()
+            .get(format!("{base}/api/v1/videos"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        list["videos"].as_array().unwrap().len(),
+        1,
+        "no second upload was created"
+    );
+    assert_eq!(list["videos"][0]["status"], "ready");
+    assert!(
+        std::fs::read_dir(&state_dir).unwrap().next().is_none(),
+        "state removed once ready"
+    );
+}
+
+/// Every object a published video's manifests reference, plus the poster.
+async fn referenced(base: &str, id: &str) -> BTreeSet<String> {
+    let vbase = format!("{base}/v/{id}");
+    let mut out: BTreeSet<String> = ["master.m3u8", "manifest.mpd", "poster.jpg"]
+        .map(String::from)
+        .into();
+    let master = get_text(&format!("{vbase}/master.m3u8")).await;
+    let mut playlists: Vec<String> = variants(&master).into_iter().map(|(u, _)| u).collect();
+    playlists.extend(
+        master
+            .lines()
+            .filter_map(|l| l.split("URI=\"").nth(1))
+            .map(|u| u.trim_end_matches('"').to_string()),
+    );
+    for pl in playlists {
+        let folder = pl.rsplit_once('/').unwrap().0.to_string();
+        out.insert(pl.clone());
+        out.insert(format!("{folder}/init.mp4"));
+        for (seg, _) in segments(&get_text(&format!("{vbase}/{pl}")).await) {
+            out.insert(format!("{folder}/{seg}"));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_job_retries_it_on_restart_with_clean_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_video(dir.path(), "crash.mp4", 1280, 720, 30, true);
+    let mut server = Server::start(&[]);
+    let id = upload(&server.base, &src, "crash", 4).await;
+
+    // Kill it once processing is well under way (and packaging may have begun).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = video(&server.base, &id).await;
+        assert_ne!(
+            v["status"], "ready",
+            "finished before it could be interrupted"
+        );
+        if v["status"] == "processing" && v["progress"].as_f64().unwrap() >= 0.3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let scratch = server.data.join("work");
+    server.kill9();
+    // ffmpeg dies with its parent instead of encoding on as an orphan.
+    std::thread::sleep(Duration::from_millis(500));
+    let orphans = Command::new("pgrep")
+        .args(["-f", &scratch.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        orphans.stdout.is_empty(),
+        "ffmpeg outlived the server: {}",
+        String::from_utf8_lossy(&orphans.stdout)
+    );
+
+    server.restart();
+    let v = wait_ready(&server.base, &id).await;
+    assert_eq!(v["renditions"].as_array().unwrap().len(), 3);
+    assert!(
+        server.log().contains("re-queued jobs interrupted"),
+        "restart released the lease at once"
+    );
+
+    let stored = server.objects(&format!("videos/{id}"));
+    let wanted = referenced(&server.base, &id).await;
+    assert_eq!(
+        stored, wanted,
+        "exactly the published objects, no leftovers of the killed attempt"
+    );
+    let url = format!("{}/v/{id}/master.m3u8", server.base);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || decode_errors(&url))
+            .await
+            .unwrap(),
+        ""
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert!(leftovers.is_empty(), "scratch space cleaned: {leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_server_cleanly() {
+    let mut server = Server::start(&[]);
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    assert!(server.log().contains("stopped"), "{}", server.log());
+}

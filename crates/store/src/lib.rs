@@ -83,6 +83,8 @@ pub struct Object {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
+    /// Set for the local filesystem backend, whose objects ffmpeg can read in place.
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,8 +100,11 @@ impl Store {
             path: root.display().to_string(),
             source,
         })?;
-        let fs = LocalFileSystem::new_with_prefix(root)?;
-        Ok(Self::from_object_store(Arc::new(fs)))
+        let fs = Arc::new(LocalFileSystem::new_with_prefix(root)?);
+        Ok(Self {
+            inner: fs.clone(),
+            local: Some(fs),
+        })
     }
 
     pub fn memory() -> Self {
@@ -107,7 +112,13 @@ impl Store {
     }
 
     pub fn from_object_store(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner }
+        Self { inner, local: None }
+    }
+
+    /// Where an object lives on disk, for the local backend: lets a reader use the file in
+    /// place instead of copying it. `None` for remote backends.
+    pub fn local_path(&self, key: &Key) -> Option<std::path::PathBuf> {
+        self.local.as_ref()?.path_to_filesystem(key).ok()
     }
 
     pub async fn put(&self, key: &Key, data: Bytes) -> Result<Meta> {

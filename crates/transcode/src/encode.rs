@@ -12,11 +12,11 @@ use std::process::Stdio;
 use oxcast_media::ladder::Rung;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use crate::{run, sandbox_args, tail, Error, Result};
+use crate::{tail, Error, Input, Result};
 
 #[derive(Debug, Clone)]
 pub struct EncodePlan {
-    pub source: PathBuf,
+    pub source: Input,
     pub out_dir: PathBuf,
     pub rungs: Vec<Rung>,
     pub audio: bool,
@@ -26,6 +26,16 @@ pub struct EncodePlan {
     pub audio_bitrate: u32,
     /// Source duration, to turn ffmpeg's position into a fraction.
     pub duration_s: f64,
+    /// A still taken in the same pass (no second decode).
+    pub poster: Option<Poster>,
+}
+
+/// A JPEG of one frame, at most `max_width` wide.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Poster {
+    pub at_s: f64,
+    pub max_width: u32,
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,18 +73,26 @@ impl EncodePlan {
             .map(|s| s.to_string())
             .collect();
         a.extend(["-progress".into(), "pipe:1".into()]);
-        a.extend(sandbox_args());
-        a.extend(["-i".into(), self.source.display().to_string()]);
+        a.extend(self.source.args());
 
         let n = self.rungs.len();
-        let mut graph = format!("[0:v:0]format=yuv420p,split={n}");
-        for i in 0..n {
+        let branches = n + usize::from(self.poster.is_some());
+        let mut graph = format!("[0:v:0]format=yuv420p,split={branches}");
+        for i in 0..branches {
             graph.push_str(&format!("[s{i}]"));
         }
         for (i, r) in self.rungs.iter().enumerate() {
             graph.push_str(&format!(
                 ";[s{i}]scale={}:{}:flags=bicubic,setsar=1[v{i}]",
                 r.width, r.height
+            ));
+        }
+        if let Some(p) = &self.poster {
+            // Only the chosen frame passes `select`, so the poster branch scales one frame.
+            let frame = (p.at_s * self.frame_rate).floor().max(0.0) as u64;
+            graph.push_str(&format!(
+                ";[s{n}]select='eq(n\\,{frame})',scale='min({},iw)':-2,setsar=1[poster]",
+                p.max_width
             ));
         }
         a.extend(["-filter_complex".into(), graph]);
@@ -146,6 +164,25 @@ impl EncodePlan {
                 "mp4".into(),
                 self.out_path(AUDIO_NAME).display().to_string(),
             ]);
+        }
+        if let Some(p) = &self.poster {
+            a.extend(
+                [
+                    "-map",
+                    "[poster]",
+                    "-frames:v",
+                    "1",
+                    "-q:v",
+                    "3",
+                    "-update",
+                    "1",
+                    "-f",
+                    "image2",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+            a.push(p.path.display().to_string());
         }
         a
     }
@@ -224,36 +261,6 @@ pub async fn encode_ladder(
     Ok(EncodeOutput { renditions })
 }
 
-/// A JPEG of the frame at `at_s`, at most `max_width` wide.
-pub async fn poster(
-    ffmpeg: &Path,
-    source: &Path,
-    at_s: f64,
-    max_width: u32,
-    out: &Path,
-) -> Result<()> {
-    let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-y", "-v", "error"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    a.extend(["-ss".into(), format!("{at_s:.3}")]);
-    a.extend(sandbox_args());
-    a.extend(["-i".into(), source.display().to_string()]);
-    a.extend([
-        "-frames:v".into(),
-        "1".into(),
-        "-vf".into(),
-        format!("scale='min({max_width},iw)':-2"),
-        "-q:v".into(),
-        "3".into(),
-        "-f".into(),
-        "image2".into(),
-        out.display().to_string(),
-    ]);
-    run(ffmpeg, &a).await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +276,7 @@ mod tests {
             &LadderSpec::default(),
         );
         EncodePlan {
-            source: "/work/src".into(),
+            source: Input::File("/work/src".into()),
             out_dir: "/work/out".into(),
             rungs,
             audio: true,
@@ -278,6 +285,7 @@ mod tests {
             frame_rate: 30.0,
             audio_bitrate: 128_000,
             duration_s: 20.0,
+            poster: None,
         }
     }
 
@@ -319,6 +327,7 @@ mod tests {
     fn input_is_sandboxed() {
         let a = plan().args();
         let i = a.iter().position(|x| x == "-i").unwrap();
+        assert_eq!(a[i + 1], "file:/work/src");
         let before = &a[..i];
         let pw = before
             .iter()
@@ -332,5 +341,40 @@ mod tests {
         assert!(!before[fw + 1]
             .split(',')
             .any(|f| f == "hls" || f == "concat"));
+    }
+
+    #[test]
+    fn parts_are_read_in_place_with_the_concat_protocol() {
+        let input = Input::parts(vec!["/d/part-00001".into(), "/d/part-00002".into()]).unwrap();
+        let a = input.args();
+        assert_eq!(a[1], "concat,file");
+        assert_eq!(a[5], "concat:/d/part-00001|/d/part-00002");
+        assert!(
+            Input::parts(vec!["/d/a|b".into()]).is_none(),
+            "| would split the URL"
+        );
+        assert!(Input::parts(vec![]).is_none());
+    }
+
+    #[test]
+    fn poster_comes_from_the_same_decode() {
+        let mut p = plan();
+        p.poster = Some(Poster {
+            at_s: 2.0,
+            max_width: 1280,
+            path: "/work/poster.jpg".into(),
+        });
+        let a = p.args();
+        assert_eq!(a.iter().filter(|x| *x == "-i").count(), 1);
+        let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
+        assert!(
+            graph.starts_with("[0:v:0]format=yuv420p,split=4[s0][s1][s2][s3]"),
+            "{graph}"
+        );
+        assert!(
+            graph.ends_with(";[s3]select='eq(n\\,60)',scale='min(1280,iw)':-2,setsar=1[poster]"),
+            "{graph}"
+        );
+        assert_eq!(a.last().unwrap(), "/work/poster.jpg");
     }
 }

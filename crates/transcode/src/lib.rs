@@ -2,8 +2,8 @@
 //!
 //! Codec work belongs to Debian's `ffmpeg` and `ffprobe`, run as supervised subprocesses: this
 //! crate builds their command lines, reads their progress and turns their failures into errors a
-//! user can act on. Every invocation is locked down the same way (see [`sandbox_args`]): input
-//! only through the `file` protocol and only through demuxers that cannot open other resources,
+//! user can act on. Every invocation is locked down the same way (see [`Input::args`]): input
+//! only through the `file` (and `concat`) protocol and only through demuxers that cannot open other resources,
 //! so a crafted upload (an HLS or concat playlist naming `/etc/passwd` or a URL) is refused
 //! before anything but the upload itself is opened.
 //!
@@ -12,10 +12,10 @@
 mod encode;
 mod probe;
 
-pub use encode::{encode_ladder, poster, EncodeOutput, EncodePlan, Rendition, RenditionKind};
+pub use encode::{encode_ladder, EncodeOutput, EncodePlan, Poster, Rendition, RenditionKind};
 pub use probe::{probe, Probe};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,17 +56,51 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub const INPUT_FORMATS: &str =
     "mov,mp4,m4a,3gp,matroska,webm,avi,flv,mpegts,mpeg,asf,ogg,mxf,dv,h264,hevc,m4v,wav,mp3,aac";
 
-/// Arguments placed before every `-i`: only plain files, only the demuxers above.
-pub fn sandbox_args() -> Vec<String> {
-    [
-        "-protocol_whitelist",
-        "file",
-        "-format_whitelist",
-        INPUT_FORMATS,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// What ffmpeg reads: one local file, or several read back to back as one file (an upload's
+/// parts in place, through the `concat` protocol, which saves copying them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    File(PathBuf),
+    Parts(Vec<PathBuf>),
+}
+
+impl Input {
+    /// Parts that can be named in a `concat:` URL (no `|` in any path), else `None`.
+    pub fn parts(paths: Vec<PathBuf>) -> Option<Input> {
+        let ok = !paths.is_empty()
+            && paths
+                .iter()
+                .all(|p| p.to_str().is_some_and(|s| !s.contains('|')));
+        ok.then_some(Input::Parts(paths))
+    }
+
+    fn url(&self) -> String {
+        match self {
+            // "file:" so a name can never be read as another protocol.
+            Input::File(p) => format!("file:{}", p.display()),
+            Input::Parts(ps) => {
+                let joined: Vec<String> = ps.iter().map(|p| p.display().to_string()).collect();
+                format!("concat:{}", joined.join("|"))
+            }
+        }
+    }
+
+    /// `-protocol_whitelist`, `-format_whitelist` and `-i`: only our own files, only demuxers
+    /// that cannot open further resources.
+    pub fn args(&self) -> Vec<String> {
+        let protocols = match self {
+            Input::File(_) => "file",
+            Input::Parts(_) => "concat,file",
+        };
+        vec![
+            "-protocol_whitelist".into(),
+            protocols.into(),
+            "-format_whitelist".into(),
+            INPUT_FORMATS.into(),
+            "-i".into(),
+            self.url(),
+        ]
+    }
 }
 
 /// Runs a program to completion, capturing stdout; stderr's tail goes into the error.

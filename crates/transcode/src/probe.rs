@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::{run, sandbox_args, Error, Result};
+use crate::{run, Error, Input, Result};
 
 /// What the pipeline needs to know about a source.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,27 +69,48 @@ struct SideData {
 
 /// Probes `path`. A file ffprobe cannot read, or one without a video stream or duration, is
 /// [`Error::Rejected`] with a reason for the uploader.
-pub async fn probe(ffprobe: &Path, path: &Path) -> Result<Probe> {
-    let mut args = vec!["-v".into(), "error".into()];
-    args.extend(sandbox_args());
-    args.extend(
-        ["-show_format", "-show_streams", "-of", "json"]
-            .iter()
-            .map(|s| s.to_string()),
-    );
-    args.push(path.display().to_string());
+pub async fn probe(ffprobe: &Path, input: &Input) -> Result<Probe> {
+    let mut args: Vec<String> = [
+        "-v",
+        "error",
+        "-show_format",
+        "-show_streams",
+        "-of",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(input.args());
     let out = match run(ffprobe, &args).await {
         Ok(out) => out,
         Err(Error::Failed { stderr, .. }) => {
-            let why = stderr.lines().last().unwrap_or("unreadable").to_string();
-            return Err(Error::Rejected(format!(
-                "not a video file we can read: {}",
-                why.replace(&path.display().to_string(), "input")
-            )));
+            return Err(Error::Rejected(rejection(&stderr)));
         }
         Err(e) => return Err(e),
     };
     parse(&out)
+}
+
+/// ffprobe's complaint, in words for the uploader and without our file names.
+fn rejection(stderr: &str) -> String {
+    if let Some(line) = stderr.lines().find(|l| l.contains("not on whitelist")) {
+        let fmt = line
+            .split_once("[")
+            .and_then(|(_, r)| r.split_once(" @"))
+            .map(|(f, _)| f)
+            .unwrap_or("unknown");
+        return format!("not a video: the file is in a format that is not accepted ({fmt})");
+    }
+    let last = stderr.lines().last().unwrap_or("unreadable");
+    // "<url>: Invalid data found when processing input" -> keep the reason only.
+    let reason = last.rsplit_once(": ").map_or(last, |(_, r)| r);
+    let detail = stderr
+        .lines()
+        .find_map(|l| l.split_once("] ").map(|(_, m)| m.to_string()))
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default();
+    format!("not a video file we can read: {reason}{detail}")
 }
 
 fn parse(json: &[u8]) -> Result<Probe> {
@@ -188,6 +209,19 @@ mod tests {
             (p.width, p.rotation, p.frame_rate, p.has_audio),
             (640, 90, 25.0, false)
         );
+    }
+
+    #[test]
+    fn ffprobe_complaints_become_sentences_without_paths() {
+        let hls = "[hls @ 0x55] Format not on whitelist 'mov,mp4'\nconcat:/srv/data/uploads/x/part-00001: Invalid argument";
+        assert_eq!(
+            rejection(hls),
+            "not a video: the file is in a format that is not accepted (hls)"
+        );
+        let cut = "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x56] moov atom not found\nfile:/srv/x: Invalid data found when processing input";
+        let msg = rejection(cut);
+        assert_eq!(msg, "not a video file we can read: Invalid data found when processing input (moov atom not found)");
+        assert!(!msg.contains("/srv"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use oxcast_db::{Job, Published, Rendition};
 use oxcast_media::{dash, hls, ladder};
 use oxcast_store::keys;
-use oxcast_transcode::{EncodePlan, RenditionKind};
+use oxcast_transcode::{EncodePlan, Input, RenditionKind};
 
 use crate::package::{package_rendition, PackagedRendition};
 use crate::runner::{Progress, WorkerContext};
@@ -23,19 +23,30 @@ pub(crate) async fn process(
     progress: &Arc<Progress>,
 ) -> Result<Published> {
     let cfg = &ctx.config;
-    let source = work.join("source");
-    fetch_source(ctx, job, &source).await?;
+    let mut step = std::time::Instant::now();
+    let mut lap = |name: &str| {
+        tracing::info!(
+            step = name,
+            secs = step.elapsed().as_secs_f64(),
+            "step done"
+        );
+        step = std::time::Instant::now();
+    };
+    let source = fetch_source(ctx, job, work).await?;
+    lap("fetch");
     progress.set(0.01);
 
     let probe = oxcast_transcode::probe(&cfg.transcode.ffprobe, &source).await?;
     tracing::info!(?probe, "probed");
     check_limits(ctx, &probe)?;
+    lap("probe");
 
     let src = ladder::SourceVideo {
         width: probe.width,
         height: probe.height,
         rotation: probe.rotation,
     };
+    let poster = work.join("poster.jpg");
     let rungs = ladder::build_ladder(&src, &ladder::LadderSpec::default());
     let (display_w, display_h) = ladder::display_size(&src);
     let plan = EncodePlan {
@@ -48,12 +59,18 @@ pub(crate) async fn process(
         frame_rate: probe.frame_rate,
         audio_bitrate: cfg.transcode.audio_bitrate,
         duration_s: probe.duration_s,
+        poster: Some(oxcast_transcode::Poster {
+            at_s: probe.duration_s * 0.1,
+            max_width: 1280,
+            path: poster.clone(),
+        }),
     };
     let p = progress.clone();
     let encoded = oxcast_transcode::encode_ladder(&cfg.transcode.ffmpeg, &plan, &move |f| {
         p.set(0.02 + f * (ENCODE_SHARE - 0.02))
     })
     .await?;
+    lap("encode");
 
     // Anything an earlier, interrupted attempt stored is replaced, never mixed in.
     let prefix = keys::video_prefix(job.video_id);
@@ -90,20 +107,17 @@ pub(crate) async fn process(
     )
     .await?;
     put(ctx, job, "manifest.mpd", mpd(&video, audio.as_ref())).await?;
+    lap("package");
 
-    let poster = work.join("poster.jpg");
-    oxcast_transcode::poster(
-        &cfg.transcode.ffmpeg,
-        &source,
-        probe.duration_s * 0.1,
-        1280,
-        &poster,
-    )
-    .await?;
-    ctx.store
-        .put_file(&keys::video_object(job.video_id, "poster.jpg")?, &poster)
-        .await?;
+    if tokio::fs::try_exists(&poster).await? {
+        ctx.store
+            .put_file(&keys::video_object(job.video_id, "poster.jpg")?, &poster)
+            .await?;
+    } else {
+        tracing::warn!("ffmpeg produced no poster frame");
+    }
     progress.set(0.99);
+    lap("poster");
 
     let duration_s = video
         .first()
@@ -136,32 +150,45 @@ async fn put(ctx: &WorkerContext, job: &Job, name: &str, text: String) -> Result
     Ok(())
 }
 
-/// Concatenates the upload's parts, in order, into a local file for ffmpeg.
-async fn fetch_source(ctx: &WorkerContext, job: &Job, dest: &Path) -> Result<()> {
+/// The uploaded source as ffmpeg input: the parts read in place when the store is local,
+/// otherwise concatenated, in order, into a scratch file.
+async fn fetch_source(ctx: &WorkerContext, job: &Job, work: &Path) -> Result<Input> {
+    use futures::StreamExt as _;
     use tokio::io::AsyncWriteExt;
     let upload = ctx
         .db
         .upload_for_video(job.video_id)
         .await?
         .ok_or(Error::NoSource(job.video_id))?;
-    let mut out = tokio::fs::File::create(dest).await?;
-    for n in 1..=upload.part_count() {
-        let part = ctx
-            .store
-            .get(&keys::upload_part(upload.id, n), None)
-            .await?;
-        let mut body = part.body;
-        use futures::StreamExt as _;
+    let keys: Vec<_> = (1..=upload.part_count())
+        .map(|n| keys::upload_part(upload.id, n))
+        .collect();
+    let local: Option<Vec<_>> = keys.iter().map(|k| ctx.store.local_path(k)).collect();
+    if let Some(input) = local.and_then(Input::parts) {
+        let mut size = 0;
+        for key in &keys {
+            size += ctx.store.head(key).await?.map_or(0, |m| m.size);
+        }
+        check_size(size, upload.size)?;
+        return Ok(input);
+    }
+    let dest = work.join("source");
+    let mut out = tokio::fs::File::create(&dest).await?;
+    for key in &keys {
+        let mut body = ctx.store.get(key, None).await?.body;
         while let Some(chunk) = body.next().await {
             out.write_all(&chunk?).await?;
         }
     }
     out.flush().await?;
-    let size = out.metadata().await?.len();
-    if size != upload.size {
+    check_size(out.metadata().await?.len(), upload.size)?;
+    Ok(Input::File(dest))
+}
+
+fn check_size(stored: u64, expected: u64) -> Result<()> {
+    if stored != expected {
         return Err(Error::Rejected(format!(
-            "stored upload is {size} bytes, expected {}",
-            upload.size
+            "stored upload is {stored} bytes, expected {expected}"
         )));
     }
     Ok(())

@@ -235,15 +235,14 @@ async fn keep_lease(
             }
         }
         let p = progress.get();
-        if (p - last_progress).abs() >= 0.005 {
-            if ctx
+        if (p - last_progress).abs() >= 0.005
+            && ctx
                 .db
                 .set_video_processing(job.video_id, p, now)
                 .await
                 .is_ok()
-            {
-                last_progress = p;
-            }
+        {
+            last_progress = p;
         }
     }
 }

@@ -73,7 +73,7 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     let n: f64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a rate like 500K or 2M"))?;
-    if !(n > 0.0) {
+    if !n.is_finite() || n <= 0.0 {
         return Err("the rate must be positive".into());
     }
     Ok((n * mult as f64) as u64)
@@ -88,21 +88,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => rt.block_on(serve::run(args)),
         Command::Upload(args) => rt.block_on(upload(args)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_rate;
-
-    #[test]
-    fn rates() {
-        assert_eq!(parse_rate("500"), Ok(500));
-        assert_eq!(parse_rate("2M"), Ok(2 << 20));
-        assert_eq!(parse_rate("1.5k"), Ok(1536));
-        assert!(parse_rate("0").is_err());
-        assert!(parse_rate("2X").is_err());
-        assert!(parse_rate("fast").is_err());
     }
 }
 
@@ -132,4 +117,19 @@ async fn upload(a: UploadArgs) -> anyhow::Result<()> {
         println!("dash:  {}", client.resolve(&video.dash_url)?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("500"), Ok(500));
+        assert_eq!(parse_rate("2M"), Ok(2 << 20));
+        assert_eq!(parse_rate("1.5k"), Ok(1536));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("2X").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
 }

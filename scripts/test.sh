@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every check: formatting, clippy, and the whole test suite (unit tests, and end-to-end
+# tests that start the real server, ffmpeg and Chromium). Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh --test
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+# End-to-end tests each start their own server and encode video; two at a time fit 2 cores.
+cargo test --workspace -- --test-threads "${OXCAST_TEST_THREADS:-2}"

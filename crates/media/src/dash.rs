@@ -1,13 +1,20 @@
-//! Static MPEG-DASH manifest (MPD) writer, ISO/IEC 23009-1 `isoff-live` profile: one period,
-//! `SegmentTemplate` + `SegmentTimeline` per representation, pointing at the same CMAF init and
-//! media segments the HLS playlists use.
+//! MPEG-DASH manifest (MPD) writers, ISO/IEC 23009-1 `isoff-live` profile: `SegmentTemplate` +
+//! `SegmentTimeline` per representation, pointing at the same CMAF init and media segments the
+//! HLS playlists use. [`StaticMpd`] is a single-period on-demand presentation; [`live`] renders
+//! the dynamic, multi-period MPD of a live session.
 
 use std::fmt::Write as _;
+
+pub mod live;
+
+pub use live::{DynamicMpd, LivePeriod};
 
 /// DASH profile written into the MPD.
 pub const PROFILE: &str = "urn:mpeg:dash:profile:isoff-live:2011";
 /// Scheme of `AudioChannelConfiguration` values that are plain channel counts.
 pub const AUDIO_CHANNEL_SCHEME: &str = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011";
+const XML_DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+const MPD_NAMESPACE: &str = "urn:mpeg:dash:schema:mpd:2011";
 
 /// One `S` element: `r` extra repeats of segments of duration `d` starting at `t`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,36 +102,53 @@ pub struct StaticMpd {
 impl StaticMpd {
     /// The MPD as an XML document.
     pub fn render(&self) -> String {
-        let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        let _ = writeln!(
-            x,
-            "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"{PROFILE}\" type=\"static\" \
-             mediaPresentationDuration=\"{}\" minBufferTime=\"{}\">",
-            xs_duration(self.duration_s),
-            xs_duration(self.min_buffer_time_s)
-        );
-        x.push_str("  <Period id=\"0\" start=\"PT0.000S\">\n");
-        for set in &self.adaptation_sets {
-            let _ = write!(
-                x,
-                "    <AdaptationSet id=\"{}\" contentType=\"{}\" mimeType=\"{}\"",
-                set.id,
-                set.content_type.as_str(),
-                esc(&set.mime_type)
-            );
-            if set.segment_alignment {
-                x.push_str(" segmentAlignment=\"true\"");
-            }
-            // Every CMAF segment starts with a sync sample.
-            x.push_str(" startWithSAP=\"1\">\n");
-            for rep in &set.representations {
-                write_representation(&mut x, rep);
-            }
-            x.push_str("    </AdaptationSet>\n");
-        }
-        x.push_str("  </Period>\n</MPD>\n");
+        let mut x = static_mpd_start(self.duration_s, self.min_buffer_time_s);
+        write_period(&mut x, "0", 0.0, &self.adaptation_sets);
+        x.push_str("</MPD>\n");
         x
     }
+}
+
+/// The XML declaration and `MPD` start tag of an on-demand presentation.
+fn static_mpd_start(duration_s: f64, min_buffer_time_s: f64) -> String {
+    let mut x = String::from(XML_DECLARATION);
+    let _ = writeln!(
+        x,
+        "<MPD xmlns=\"{MPD_NAMESPACE}\" profiles=\"{PROFILE}\" type=\"static\" \
+         mediaPresentationDuration=\"{}\" minBufferTime=\"{}\">",
+        xs_duration(duration_s),
+        xs_duration(min_buffer_time_s)
+    );
+    x
+}
+
+/// One `Period` element; `start_s` is seconds from the presentation start.
+fn write_period(x: &mut String, id: &str, start_s: f64, adaptation_sets: &[AdaptationSet]) {
+    let _ = writeln!(
+        x,
+        "  <Period id=\"{}\" start=\"{}\">",
+        esc(id),
+        xs_duration(start_s)
+    );
+    for set in adaptation_sets {
+        let _ = write!(
+            x,
+            "    <AdaptationSet id=\"{}\" contentType=\"{}\" mimeType=\"{}\"",
+            set.id,
+            set.content_type.as_str(),
+            esc(&set.mime_type)
+        );
+        if set.segment_alignment {
+            x.push_str(" segmentAlignment=\"true\"");
+        }
+        // Every CMAF segment starts with a sync sample.
+        x.push_str(" startWithSAP=\"1\">\n");
+        for rep in &set.representations {
+            write_representation(x, rep);
+        }
+        x.push_str("    </AdaptationSet>\n");
+    }
+    x.push_str("  </Period>\n");
 }
 
 fn write_representation(x: &mut String, rep: &Representation) {

@@ -1,10 +1,15 @@
 //! RFC 8216 (HLS) playlist writers for fMP4 segments.
 //!
-//! Rendering is split into header / per-segment / footer steps so live additions (LL-HLS
-//! `EXT-X-PART`, `EXT-X-PRELOAD-HINT`, `EXT-X-SERVER-CONTROL`, `EXT-X-PROGRAM-DATE-TIME`) slot in
-//! as extra lines in those steps without changing the shape of the types.
+//! [`MediaPlaylist`] covers VOD (and simple event) playlists; [`live`] renders Low-Latency HLS
+//! live playlists (`EXT-X-PART`, `EXT-X-PRELOAD-HINT`, `EXT-X-SERVER-CONTROL`, delta updates).
+//! [`MasterPlaylist`] serves both (live variants usually leave `average_bandwidth` unset: it is
+//! not known until the session ends).
 
 use std::fmt::Write as _;
+
+pub mod live;
+
+pub use live::{LivePlaylist, LiveSegment, Part};
 
 /// `EXT-X-VERSION` written. `EXT-X-MAP` outside I-frames-only playlists needs at least 6
 /// (RFC 8216 §7); 7 is the usual value for fMP4 (ffmpeg's hlsenc writes it too).

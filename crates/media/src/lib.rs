@@ -5,8 +5,10 @@
 //!   description and, per fragment, its byte range, timing and keyframe flag. [`mp4::Fmp4Splitter`]
 //!   works incrementally, so the same code serves whole files (VOD) and a live pipe.
 //! - [`cmaf`] decides where segments end, given fragments (kept apart from box reading).
-//! - [`hls`] renders RFC 8216 media and master playlists.
-//! - [`dash`] renders a static MPD with `SegmentTimeline`.
+//! - [`hls`] renders RFC 8216 media and master playlists, and Low-Latency HLS live playlists
+//!   ([`hls::live`]: parts, preload hints, blocking reload, delta updates).
+//! - [`dash`] renders MPDs with `SegmentTimeline`: static (VOD) and dynamic, multi-period live
+//!   ([`dash::live`]).
 //! - [`ladder`] computes the ABR ladder for a source picture.
 //!
 //! ```

@@ -10,6 +10,11 @@ export function parseArgs(argv, spec) {
     const eq = arg.indexOf('=');
     const key = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
     if (!(key in spec)) throw new Error(`unknown option --${key}`);
+    if (spec[key] === false) {
+      // Boolean flag (spec default `false`): `--flag` or `--flag=true|false`.
+      out[key] = eq > 0 ? !['false', '0', 'no'].includes(arg.slice(eq + 1)) : true;
+      continue;
+    }
     const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
     if (value === undefined) throw new Error(`--${key} needs a value`);
     out[key] = value;

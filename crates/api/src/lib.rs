@@ -9,6 +9,7 @@
 //! - `/`, `/watch/{video}`, `/static/…`: the web UI ([`web`]); `/metrics`, `/healthz`.
 
 pub mod error;
+pub mod live;
 pub mod openapi;
 pub mod origin;
 pub mod signing;
@@ -49,6 +50,8 @@ pub struct Inner {
     /// Wakes idle workers when an upload completes.
     pub wake: Arc<Notify>,
     pub metrics: Option<PrometheusHandle>,
+    /// Live streaming, when enabled.
+    pub live: Option<Arc<oxcast_live::LiveManager>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -77,6 +80,13 @@ pub fn router(state: AppState) -> Router {
             "/videos/{video_id}",
             get(videos::get).delete(videos::delete),
         )
+        .route("/live-streams", get(live::list).post(live::create))
+        .route("/live-streams/{id}", get(live::get).delete(live::delete))
+        .route(
+            "/live-streams/{id}/reset-key",
+            axum::routing::post(live::reset_key),
+        )
+        .route("/live-streams/{id}/latency", get(live::latency))
         .route("/openapi.json", get(openapi::serve))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
 
@@ -111,6 +121,12 @@ pub fn router(state: AppState) -> Router {
             put(uploads::put_part).layer(DefaultBodyLimit::disable()),
         )
         .route("/v/{video_id}/{*path}", get(origin::serve))
+        .route("/live/{stream_id}/{file}", get(live::stable))
+        .route(
+            "/live/{stream_id}/{session_id}/{rendition}/{file}",
+            get(live::session_file),
+        )
+        .route("/time", get(live::time))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .merge(web::routes())

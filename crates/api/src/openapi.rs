@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::{uploads, videos};
+use crate::{live, uploads, videos};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,7 +17,12 @@ use crate::{uploads, videos};
         uploads::complete,
         videos::list,
         videos::get,
-        videos::delete
+        videos::delete,
+        live::create,
+        live::list,
+        live::get,
+        live::reset_key,
+        live::delete
     ),
     components(schemas(
         uploads::CreateUpload,
@@ -27,6 +32,12 @@ use crate::{uploads, videos};
         uploads::StoredPart,
         uploads::CompleteUpload,
         uploads::CompletePart,
+        live::CreateLiveStream,
+        live::LiveStreamView,
+        live::LiveStreamList,
+        live::CurrentSession,
+        live::SessionView,
+        live::Health,
         videos::VideoView,
         videos::VideoList,
         videos::RenditionView

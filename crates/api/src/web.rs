@@ -10,6 +10,8 @@ use crate::AppState;
 
 const INDEX: &str = include_str!("../../../web/index.html");
 const WATCH: &str = include_str!("../../../web/watch.html");
+const STREAMS: &str = include_str!("../../../web/streams.html");
+const LIVE: &str = include_str!("../../../web/live.html");
 
 /// `(name, content type, body)` of everything under `/static/`.
 const STATIC: &[(&str, &str, &[u8])] = &[
@@ -49,6 +51,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { page(INDEX) }))
         .route("/watch/{video_id}", get(|| async { page(WATCH) }))
+        .route("/streams", get(|| async { page(STREAMS) }))
+        .route("/streams/{stream_id}", get(|| async { page(LIVE) }))
         .route("/static/{*file}", get(asset))
 }
 

@@ -31,6 +31,30 @@ pub struct Config {
     pub limits: Limits,
     pub worker: WorkerConfig,
     pub transcode: TranscodeConfig,
+    pub live: LiveConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveConfig {
+    /// RTMP ingest (`rtmp://host:port/live/<key>`); unset disables RTMP.
+    pub rtmp_listen: Option<SocketAddr>,
+    /// SRT ingest (`srt://host:port?streamid=<key>`); unset disables SRT.
+    pub srt_listen: Option<SocketAddr>,
+    /// Host name put into the RTMP/SRT URLs shown to streamers; default: the listen address.
+    pub public_host: Option<String>,
+    /// Segment duration and keyframe interval, seconds.
+    pub segment_s: f64,
+    /// LL-HLS part (fMP4 fragment) duration, seconds.
+    pub part_s: f64,
+    /// How long a dropped publisher may take to reconnect into the same session.
+    pub grace_s: f64,
+    /// Candidate rungs as short-side heights; those above the source are dropped.
+    pub rungs: Vec<u32>,
+    /// Also offer the source video itself, copied without re-encoding.
+    pub passthrough: bool,
+    /// x264 preset for live renditions (always with `-tune zerolatency`).
+    pub preset: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,6 +115,23 @@ impl Default for Config {
             limits: Limits::default(),
             worker: WorkerConfig::default(),
             transcode: TranscodeConfig::default(),
+            live: LiveConfig::default(),
+        }
+    }
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            rtmp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 1935))),
+            srt_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
+            public_host: None,
+            segment_s: 2.0,
+            part_s: 0.5,
+            grace_s: 10.0,
+            rungs: vec![1080, 720, 360],
+            passthrough: false,
+            preset: "veryfast".into(),
         }
     }
 }
@@ -148,6 +189,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "limits",
     "worker",
     "transcode",
+    "live",
 ];
 
 impl Config {

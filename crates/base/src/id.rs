@@ -77,6 +77,8 @@ macro_rules! typed_id {
 typed_id!(VideoId, "video");
 typed_id!(UploadId, "upload");
 typed_id!(JobId, "job");
+typed_id!(StreamId, "stream");
+typed_id!(SessionId, "session");
 
 #[cfg(test)]
 mod tests {

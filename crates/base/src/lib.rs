@@ -11,4 +11,4 @@ pub mod id;
 
 pub use clock::{Clock, SystemClock};
 pub use config::Config;
-pub use id::{JobId, UploadId, VideoId};
+pub use id::{JobId, SessionId, StreamId, UploadId, VideoId};

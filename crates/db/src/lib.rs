@@ -9,12 +9,14 @@
 //! [`oxcast_base::Clock`], so lease expiry and URL expiry are testable without sleeping.
 
 mod jobs;
+mod live;
 mod migrate;
 mod model;
 mod uploads;
 mod videos;
 
 pub use jobs::{Job, JobKind, JobOutcome};
+pub use live::{LiveSession, LiveStream, SessionStatus};
 pub use model::{Rendition, Upload, UploadPart, UploadState, Video, VideoStatus};
 pub use uploads::{CompleteError, NewUpload};
 pub use videos::Published;

@@ -2,7 +2,10 @@
 
 use crate::{Db, Error, Result};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_live.sql")),
+];
 
 pub(crate) async fn run(db: &Db) -> Result<()> {
     sqlx::query(

@@ -87,6 +87,24 @@ impl Db {
         Ok(())
     }
 
+    /// Publishes a video that no job produced (a finished live session's recording).
+    pub async fn set_video_ready(&self, id: VideoId, p: &Published, now: Millis) -> Result<()> {
+        let renditions = serde_json::to_string(&p.renditions).expect("renditions serialize");
+        sqlx::query(
+            "UPDATE videos SET status = 'ready', progress = 1, error = NULL, duration_s = $2, \
+             width = $3, height = $4, renditions = $5, updated_at = $6 WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(p.duration_s)
+        .bind(p.width as i64)
+        .bind(p.height as i64)
+        .bind(renditions)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn set_video_failed(&self, id: VideoId, error: &str, now: Millis) -> Result<()> {
         sqlx::query(
             "UPDATE videos SET status = 'failed', error = $2, updated_at = $3 WHERE id = $1",

@@ -91,6 +91,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     );
 
+    let live = oxcast_live::LiveManager::new(
+        db.clone(),
+        store.clone(),
+        config.clone(),
+        clock.clone(),
+        data.join("work").join("live"),
+        shutdown.clone(),
+    );
+    live.recover_orphans().await?;
+    std::fs::create_dir_all(data.join("work").join("live"))?;
+    if let Some(addr) = config.live.rtmp_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding RTMP ingest {addr}"))?;
+        tracing::info!(%addr, "RTMP ingest listening");
+        tokio::spawn(oxcast_ingest::serve_rtmp(
+            listener,
+            live.handler(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(addr) = config.live.srt_listen {
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding SRT ingest {addr}"))?;
+        tracing::info!(%addr, "SRT ingest listening");
+        let (handler, token) = (live.handler(), shutdown.clone());
+        tokio::spawn(async move {
+            let cfg = oxcast_ingest::IngestConfig::default();
+            if let Err(e) = oxcast_ingest::serve_srt_socket(socket, handler, token, cfg).await {
+                tracing::error!(error = %e, "SRT ingest stopped");
+            }
+        });
+    }
+
     let state = AppState::new(Inner {
         db,
         store,
@@ -99,6 +134,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         signer: Signer::new(signing_key.into_bytes()),
         wake,
         metrics: Some(metrics),
+        live: Some(live.clone()),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -119,6 +155,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("http server")?;
     shutdown.cancel();
+    live.shutdown().await;
     workers.join_all().await;
     tracing::info!("stopped");
     Ok(())

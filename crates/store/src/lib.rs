@@ -18,7 +18,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
-use object_store::path::Path as Key;
+pub use object_store::path::Path as Key;
 use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
 use tokio::io::AsyncWriteExt;
 

@@ -1,0 +1,410 @@
+//! Live streams in the API, and the live origin.
+//!
+//! Viewers use stable URLs per stream (`/live/{stream}/master.m3u8`, `/live/{stream}/manifest.mpd`)
+//! that always point at the current session; everything below them is addressed by session
+//! (`/live/{stream}/{session}/{rendition}/…`), so segment and part URLs are unique forever and a
+//! CDN may cache them as immutable. Playlists are short-lived, except blocking-reload responses,
+//! which are keyed by their full query.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use oxcast_base::{SessionId, StreamId};
+use oxcast_db::LiveStream;
+use oxcast_live::{LiveError, LiveManager};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult};
+use crate::origin::{content_type, IMMUTABLE};
+use crate::videos::rfc3339;
+use crate::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateLiveStream {
+    pub title: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Bitrate the publisher sends, kbit/s (session average).
+    pub ingest_kbps: f64,
+    /// Frames per second the encoder achieves.
+    pub fps: f64,
+    pub dropped_frames: u64,
+    /// Encoder speed relative to real time; must stay ≥ 1.
+    pub encoder_speed: f64,
+    /// Estimated glass-to-glass latency of a low-latency viewer, seconds.
+    pub latency_s: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrentSession {
+    pub id: String,
+    pub video_id: String,
+    pub started_at: String,
+    /// A publisher is connected (false during the reconnect grace period).
+    pub publishing: bool,
+    pub health: Health,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    pub video_id: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// `live` or `ended`.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveStreamView {
+    pub id: String,
+    pub title: String,
+    pub stream_key: String,
+    pub rtmp_url: Option<String>,
+    pub srt_url: Option<String>,
+    pub hls_url: String,
+    pub dash_url: String,
+    /// `idle` or `live`.
+    pub status: String,
+    pub created_at: String,
+    pub current_session: Option<CurrentSession>,
+    pub sessions: Vec<SessionView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveStreamList {
+    pub live_streams: Vec<LiveStreamView>,
+}
+
+fn live(state: &AppState) -> ApiResult<&std::sync::Arc<LiveManager>> {
+    state.live.as_ref().ok_or_else(|| {
+        ApiError::NotFound("live streaming is not enabled on this server; live".into())
+    })
+}
+
+fn new_key() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..24)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn public_host(state: &AppState, addr: std::net::SocketAddr) -> String {
+    match &state.config.live.public_host {
+        Some(h) => h.clone(),
+        None if addr.ip().is_unspecified() => "127.0.0.1".into(),
+        None => addr.ip().to_string(),
+    }
+}
+
+async fn view(state: &AppState, s: &LiveStream) -> ApiResult<LiveStreamView> {
+    let cfg = &state.config.live;
+    let status = state.live.as_ref().and_then(|l| l.status(s.id));
+    let sessions = state.db.live_sessions(s.id).await?;
+    let current = status.filter(|st| !st.ended).map(|st| CurrentSession {
+        id: st.session_id.to_string(),
+        video_id: st.video_id.to_string(),
+        started_at: rfc3339(st.started_at_ms),
+        publishing: st.publishing,
+        health: Health {
+            ingest_kbps: (st.ingest_kbps * 10.0).round() / 10.0,
+            fps: st.fps,
+            dropped_frames: st.dropped_frames,
+            encoder_speed: st.encoder_speed,
+            latency_s: st.latency_s.map(|l| (l * 100.0).round() / 100.0),
+        },
+    });
+    Ok(LiveStreamView {
+        id: s.id.to_string(),
+        title: s.title.clone(),
+        stream_key: s.stream_key.clone(),
+        rtmp_url: cfg.rtmp_listen.map(|a| {
+            format!(
+                "rtmp://{}:{}/live/{}",
+                public_host(state, a),
+                a.port(),
+                s.stream_key
+            )
+        }),
+        srt_url: cfg.srt_listen.map(|a| {
+            format!(
+                "srt://{}:{}?streamid={}",
+                public_host(state, a),
+                a.port(),
+                s.stream_key
+            )
+        }),
+        hls_url: format!("/live/{}/master.m3u8", s.id),
+        dash_url: format!("/live/{}/manifest.mpd", s.id),
+        status: if current.is_some() { "live" } else { "idle" }.into(),
+        created_at: rfc3339(s.created_at),
+        current_session: current,
+        sessions: sessions
+            .iter()
+            .map(|x| SessionView {
+                id: x.id.to_string(),
+                video_id: x.video_id.to_string(),
+                started_at: rfc3339(x.started_at),
+                ended_at: x.ended_at.map(rfc3339),
+                status: x.status.as_str().into(),
+            })
+            .collect(),
+    })
+}
+
+fn parse_stream(id: &str) -> ApiResult<StreamId> {
+    id.parse()
+        .map_err(|_| ApiError::NotFound("live stream".into()))
+}
+
+async fn stream(state: &AppState, id: &str) -> ApiResult<LiveStream> {
+    state
+        .db
+        .live_stream(parse_stream(id)?)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("live stream".into()))
+}
+
+/// Create a live stream and its stream key.
+#[utoipa::path(post, path = "/api/v1/live-streams", request_body = CreateLiveStream,
+    responses((status = 201, body = LiveStreamView), (status = 400)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Json(req): Json<CreateLiveStream>,
+) -> ApiResult<Response> {
+    live(&state)?;
+    let title = req.title.trim();
+    if title.is_empty() || title.len() > 300 {
+        return Err(ApiError::BadRequest("title must be 1 to 300 bytes".into()));
+    }
+    let s = state
+        .db
+        .create_live_stream(title, &new_key(), state.clock.now_ms())
+        .await?;
+    tracing::info!(stream = %s.id, "live stream created");
+    Ok((StatusCode::CREATED, Json(view(&state, &s).await?)).into_response())
+}
+
+/// Live streams, newest first.
+#[utoipa::path(get, path = "/api/v1/live-streams", responses((status = 200, body = LiveStreamList)))]
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<LiveStreamList>> {
+    let mut out = Vec::new();
+    for s in state.db.live_streams().await? {
+        out.push(view(&state, &s).await?);
+    }
+    Ok(Json(LiveStreamList { live_streams: out }))
+}
+
+/// One live stream: status, health of the current session, past sessions.
+#[utoipa::path(get, path = "/api/v1/live-streams/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = LiveStreamView), (status = 404)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<LiveStreamView>> {
+    let s = stream(&state, &id).await?;
+    Ok(Json(view(&state, &s).await?))
+}
+
+/// Replace the stream key; the old key stops working for new connections at once.
+#[utoipa::path(post, path = "/api/v1/live-streams/{id}/reset-key", params(("id" = String, Path)),
+    responses((status = 200, body = LiveStreamView), (status = 404)))]
+pub async fn reset_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<LiveStreamView>> {
+    let mut s = stream(&state, &id).await?;
+    s.stream_key = new_key();
+    state.db.reset_stream_key(s.id, &s.stream_key).await?;
+    Ok(Json(view(&state, &s).await?))
+}
+
+/// Delete a live stream. Recordings of its past sessions stay in the library.
+#[utoipa::path(delete, path = "/api/v1/live-streams/{id}", params(("id" = String, Path)),
+    responses((status = 204), (status = 404)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let s = stream(&state, &id).await?;
+    state.db.delete_live_stream(s.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub max: Option<f64>,
+}
+
+fn percentiles(v: &[f64]) -> Percentiles {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let q = |p: f64| (!s.is_empty()).then(|| s[((s.len() - 1) as f64 * p).round() as usize]);
+    Percentiles {
+        count: s.len(),
+        p50: q(0.5),
+        p95: q(0.95),
+        max: s.last().copied(),
+    }
+}
+
+/// Listing delay of the current session's parts and segments: from the ingest receiving the
+/// media at a part's end to the part being in the playlist.
+pub async fn latency(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let s = stream(&state, &id).await?;
+    let stats = live(&state)?
+        .latency_stats(s.id)
+        .ok_or_else(|| ApiError::NotFound("session".into()))?;
+    let status = live(&state)?.status(s.id);
+    Ok(Json(serde_json::json!({
+        "parts": percentiles(&stats.parts),
+        "segments": percentiles(&stats.segments),
+        "encoder_speed": status.as_ref().map(|s| s.encoder_speed),
+        "fps": status.as_ref().map(|s| s.fps),
+        "dropped_frames": status.as_ref().map(|s| s.dropped_frames),
+    })))
+}
+
+fn live_error(e: LiveError) -> Response {
+    let status = match &e {
+        LiveError::NotLive | LiveError::NotFound(_) => StatusCode::NOT_FOUND,
+        LiveError::Starting | LiveError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+        LiveError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut r = (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+fn text(ctype: &'static str, cache: &'static str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, ctype),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Live playlists change every part: cache for about half a part or segment.
+const LIVE_PLAYLIST: &str = "public, max-age=1";
+/// A blocking reload's answer is valid for anyone asking the same question.
+const BLOCKING_PLAYLIST: &str = "public, max-age=60";
+
+/// `/live/{stream}/master.m3u8` and `/live/{stream}/manifest.mpd`.
+pub async fn stable(
+    State(state): State<AppState>,
+    Path((id, file)): Path<(String, String)>,
+) -> Response {
+    let (Ok(manager), Ok(stream)) = (live(&state), parse_stream(&id)) else {
+        return live_error(LiveError::NotLive);
+    };
+    let result = match file.as_str() {
+        "master.m3u8" => manager
+            .master(stream)
+            .map(|b| text("application/vnd.apple.mpegurl", LIVE_PLAYLIST, b)),
+        "manifest.mpd" => manager
+            .mpd(stream, "/time")
+            .map(|b| text("application/dash+xml", LIVE_PLAYLIST, b)),
+        _ => Err(LiveError::NotFound(file)),
+    };
+    result.unwrap_or_else(live_error)
+}
+
+/// `/live/{stream}/{session}/{rendition}/{file}`: blocking media playlists, init segments,
+/// parts and segments.
+pub async fn session_file(
+    State(state): State<AppState>,
+    Path((id, session, rendition, file)): Path<(String, String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let (Ok(manager), Ok(stream), Ok(session)) = (
+        live(&state),
+        parse_stream(&id),
+        session.parse::<SessionId>(),
+    ) else {
+        return live_error(LiveError::NotFound("object".into()));
+    };
+    let safe = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if !safe(&rendition) || !safe(&file) {
+        return live_error(LiveError::NotFound("object".into()));
+    }
+    if file == "index.m3u8" {
+        let num = |k: &str| q.get(k).map(|v| v.parse::<u64>());
+        let (msn, part) = match (num("_HLS_msn").transpose(), num("_HLS_part").transpose()) {
+            (Ok(m), Ok(p)) => (m, p),
+            _ => {
+                return live_error(LiveError::BadRequest(
+                    "_HLS_msn and _HLS_part must be numbers".into(),
+                ))
+            }
+        };
+        let skip = q.get("_HLS_skip").is_some_and(|v| v == "YES" || v == "v2");
+        let cache = if msn.is_some() {
+            BLOCKING_PLAYLIST
+        } else {
+            LIVE_PLAYLIST
+        };
+        return match manager
+            .media_playlist(stream, session, &rendition, msn, part, skip)
+            .await
+        {
+            Ok(body) => text("application/vnd.apple.mpegurl", cache, body),
+            Err(e) => live_error(e),
+        };
+    }
+    let Some(ctype) = content_type(&file) else {
+        return live_error(LiveError::NotFound("object".into()));
+    };
+    match manager.object(stream, session, &rendition, &file).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, ctype),
+                (header::CACHE_CONTROL, IMMUTABLE),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => live_error(e),
+    }
+}
+
+/// The clock DASH players synchronise to (`UTCTiming`, http-iso).
+pub async fn time(State(state): State<AppState>) -> Response {
+    let now = state.clock.now_ms();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now.max(0) as u64);
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        humantime::format_rfc3339_millis(t).to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,16 @@
+//! Live streaming: from a publisher's connection to LL-HLS and DASH, and to a VOD recording.
+//!
+//! [`LiveManager`] is the ingest's [`PublishHandler`]: it checks the stream key, refuses a
+//! second publisher, and runs a session. Each publisher connection is an *epoch* of the
+//! session: a real-time ffmpeg ([`encoder`]) turns the media into one fragmented-MP4 stream per
+//! rendition, and the live packager ([`state`]) cuts those fragments into LL-HLS parts and
+//! segments, stores each as it completes and keeps the playlists current. A publisher that
+//! drops and comes back within the grace period continues the same session after a
+//! discontinuity (a new DASH period); after the grace period the session ends and its stored
+//! segments become an ordinary video, with no re-encoding.
+
+pub mod encoder;
+mod session;
+pub mod state;
+
+pub use session::{LatencyStats, LiveError, LiveHandler, LiveManager, LiveStatus};

@@ -1,0 +1,1020 @@
+//! Sessions: key checks, epochs (one per publisher connection), the grace period, the end.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use oxcast_base::clock::SharedClock;
+use oxcast_base::{Config, SessionId, StreamId};
+use oxcast_db::{Db, LiveStream, Published, Rendition};
+use oxcast_ingest::{Container, MediaStream, PublishHandler, PublishRequest, Refusal};
+use oxcast_media::ladder::{self, LadderSpec, Rung, SourceVideo};
+use oxcast_media::mp4::{Fmp4Splitter, SplitEvent};
+use oxcast_store::{keys, Key, Store};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::encoder::{self, EncoderPlan, EncoderStats, LiveOutput};
+use crate::state::{SessionState, AUDIO};
+
+/// Why a live request cannot be answered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LiveError {
+    #[error("the stream is not live")]
+    NotLive,
+    #[error("the stream is starting; try again shortly")]
+    Starting,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the requested part did not appear in time")]
+    Timeout,
+    #[error("storage: {0}")]
+    Store(#[from] oxcast_store::Error),
+}
+
+/// What the API shows about a stream's current (or last) session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveStatus {
+    pub session_id: SessionId,
+    pub video_id: oxcast_base::VideoId,
+    pub started_at_ms: i64,
+    pub publishing: bool,
+    pub ended: bool,
+    pub ingest_kbps: f64,
+    pub fps: f64,
+    pub dropped_frames: u64,
+    pub encoder_speed: f64,
+    pub latency_s: Option<f64>,
+}
+
+/// Listing delay, in seconds, for parts and segments of a session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyStats {
+    pub parts: Vec<f64>,
+    pub segments: Vec<f64>,
+}
+
+struct Session {
+    state: Mutex<SessionState>,
+    changed: watch::Sender<u64>,
+    writer: mpsc::Sender<Write>,
+    title: String,
+}
+
+impl Session {
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+enum Write {
+    Put(Key, Bytes),
+    Flush(oneshot::Sender<()>),
+}
+
+struct Slot {
+    session: Option<Arc<Session>>,
+    publisher: bool,
+    /// Counts publisher connections, so a stale grace timer knows it was superseded.
+    generation: u64,
+}
+
+pub struct LiveManager {
+    db: Db,
+    store: Store,
+    config: Arc<Config>,
+    clock: SharedClock,
+    scratch: PathBuf,
+    slots: Mutex<HashMap<StreamId, Slot>>,
+    shutdown: CancellationToken,
+}
+
+fn live_ladder(src: &SourceVideo, cfg: &oxcast_base::config::LiveConfig) -> Vec<Rung> {
+    let rate = |h: u32| match h {
+        h if h >= 1080 => 4_500_000,
+        h if h >= 720 => 2_800_000,
+        h if h >= 480 => 1_400_000,
+        h if h >= 360 => 800_000,
+        _ => 400_000,
+    };
+    let spec = LadderSpec {
+        rungs: cfg.rungs.iter().map(|&h| (h, rate(h))).collect(),
+    };
+    ladder::build_ladder(src, &spec)
+}
+
+impl LiveManager {
+    pub fn new(
+        db: Db,
+        store: Store,
+        config: Arc<Config>,
+        clock: SharedClock,
+        scratch: PathBuf,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            store,
+            config,
+            clock,
+            scratch,
+            slots: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    /// Sessions a crashed process left `live` cannot be resumed: end them and say so.
+    pub async fn recover_orphans(&self) -> oxcast_db::Result<()> {
+        let now = self.clock.now_ms();
+        for s in self.db.orphaned_live_sessions().await? {
+            tracing::warn!(session = %s.id, "ending a live session interrupted by a restart");
+            self.db
+                .set_video_failed(
+                    s.video_id,
+                    "the server stopped during this live session",
+                    now,
+                )
+                .await?;
+            self.db.end_live_session(s.id, now).await?;
+        }
+        Ok(())
+    }
+
+    fn session(&self, stream: StreamId) -> Option<Arc<Session>> {
+        self.slots
+            .lock()
+            .expect("slots")
+            .get(&stream)?
+            .session
+            .clone()
+    }
+
+    pub fn status(&self, stream: StreamId) -> Option<LiveStatus> {
+        let s = self.session(stream)?;
+        let st = s.state.lock().expect("state");
+        let elapsed = ((self.clock.now_ms() - st.started_at_ms) as f64 / 1000.0).max(0.001);
+        Some(LiveStatus {
+            session_id: st.session_id,
+            video_id: st.video_id,
+            started_at_ms: st.started_at_ms,
+            publishing: st.publishing,
+            ended: st.ended,
+            ingest_kbps: st.health.ingest_bytes as f64 * 8.0 / 1000.0 / elapsed,
+            fps: st.health.fps,
+            dropped_frames: st.health.dropped_frames,
+            encoder_speed: st.health.encoder_speed,
+            latency_s: st.latency_estimate(),
+        })
+    }
+
+    pub fn latency_stats(&self, stream: StreamId) -> Option<LatencyStats> {
+        let s = self.session(stream)?;
+        let st = s.state.lock().expect("state");
+        Some(LatencyStats {
+            parts: st.part_latency.clone(),
+            segments: st.segment_latency.clone(),
+        })
+    }
+
+    /// The stable master playlist of the stream's current session.
+    pub fn master(&self, stream: StreamId) -> Result<String, LiveError> {
+        let s = self.session(stream).ok_or(LiveError::NotLive)?;
+        let st = s.state.lock().expect("state");
+        st.master(&format!("{}/", st.session_id))
+            .ok_or(LiveError::Starting)
+    }
+
+    pub fn mpd(&self, stream: StreamId, utc_timing_url: &str) -> Result<String, LiveError> {
+        let s = self.session(stream).ok_or(LiveError::NotLive)?;
+        let st = s.state.lock().expect("state");
+        st.mpd(
+            &format!("{}/", st.session_id),
+            utc_timing_url,
+            self.clock.now_ms(),
+        )
+        .ok_or(LiveError::Starting)
+    }
+
+    fn session_for(&self, stream: StreamId, session: SessionId) -> Result<Arc<Session>, LiveError> {
+        let s = self.session(stream).ok_or(LiveError::NotLive)?;
+        if s.state.lock().expect("state").session_id != session {
+            return Err(LiveError::NotFound("session".into()));
+        }
+        Ok(s)
+    }
+
+    /// A rendition's media playlist. With `msn` it is a blocking reload: held until segment
+    /// `msn` (part `part`) exists, or the session ends, or three target durations pass.
+    pub async fn media_playlist(
+        &self,
+        stream: StreamId,
+        session: SessionId,
+        rendition: &str,
+        msn: Option<u64>,
+        part: Option<u64>,
+        skip: bool,
+    ) -> Result<String, LiveError> {
+        if part.is_some() && msn.is_none() {
+            return Err(LiveError::BadRequest("_HLS_part requires _HLS_msn".into()));
+        }
+        let s = self.session_for(stream, session)?;
+        let mut changed = s.changed.subscribe();
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs_f64(3.0 * self.config.live.segment_s.max(1.0));
+        loop {
+            {
+                let st = s.state.lock().expect("state");
+                let pl = st
+                    .playlist(rendition)
+                    .ok_or_else(|| LiveError::NotFound(format!("rendition {rendition}")))?;
+                let Some(m) = msn else {
+                    return Ok(pl.render(skip));
+                };
+                if pl.ended || pl.has_part(m, part) {
+                    return Ok(pl.render(skip));
+                }
+                let next = pl.segments.last().map_or(pl.first_number, |x| x.number + 1);
+                if m > next + 2 {
+                    return Err(LiveError::BadRequest(format!(
+                        "_HLS_msn={m} is too far ahead of the live edge ({next})"
+                    )));
+                }
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return Err(LiveError::NotLive) },
+                _ = tokio::time::sleep_until(deadline) => return Err(LiveError::Timeout),
+            }
+        }
+    }
+
+    /// An init, part or segment of the current session: from memory while hot, else the store.
+    pub async fn object(
+        &self,
+        stream: StreamId,
+        session: SessionId,
+        rendition: &str,
+        file: &str,
+    ) -> Result<Bytes, LiveError> {
+        let s = self.session_for(stream, session)?;
+        let video = {
+            let st = s.state.lock().expect("state");
+            if let Some(b) = st.hot(rendition, file) {
+                return Ok(b);
+            }
+            st.video_id
+        };
+        let key = keys::video_object(video, &format!("{rendition}/{file}"))
+            .map_err(|_| LiveError::NotFound(file.into()))?;
+        match self.store.get_bytes(&key).await {
+            Ok(b) => Ok(b),
+            Err(oxcast_store::Error::NotFound(_)) => Err(LiveError::NotFound(file.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ends every session at shutdown so their recordings are published.
+    pub async fn shutdown(self: &Arc<Self>) {
+        let sessions: Vec<Arc<Session>> = self
+            .slots
+            .lock()
+            .expect("slots")
+            .values()
+            .filter_map(|s| s.session.clone())
+            .collect();
+        for s in sessions {
+            self.finish(&s).await;
+        }
+    }
+
+    async fn start_or_resume(
+        &self,
+        stream: &LiveStream,
+    ) -> Result<(Arc<Session>, u64, bool), Refusal> {
+        let generation = {
+            let mut slots = self.slots.lock().expect("slots");
+            let slot = slots.entry(stream.id).or_insert(Slot {
+                session: None,
+                publisher: false,
+                generation: 0,
+            });
+            if slot.publisher {
+                return Err(Refusal("this stream already has a live publisher".into()));
+            }
+            slot.publisher = true;
+            slot.generation += 1;
+            let resumable = slot
+                .session
+                .as_ref()
+                .is_some_and(|s| !s.state.lock().expect("state").ended);
+            if resumable {
+                let s = slot.session.clone().expect("checked");
+                return Ok((s, slot.generation, false));
+            }
+            slot.generation
+        };
+        let now = self.clock.now_ms();
+        let title = format!(
+            "{} ({})",
+            stream.title,
+            crate::state::rfc3339_ms(now)
+                .get(..16)
+                .unwrap_or_default()
+                .replace('T', " ")
+        );
+        let row = match self.db.start_live_session(stream, &title, now).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "could not start a live session");
+                if let Some(slot) = self.slots.lock().expect("slots").get_mut(&stream.id) {
+                    slot.publisher = false;
+                }
+                return Err(Refusal("internal error starting the session".into()));
+            }
+        };
+        let (writer, rx) = mpsc::channel(256);
+        tokio::spawn(write_objects(self.store.clone(), rx));
+        let session = Arc::new(Session {
+            state: Mutex::new(SessionState::new(
+                stream.id,
+                row.id,
+                row.video_id,
+                now,
+                self.config.live.segment_s,
+                self.config.live.part_s,
+            )),
+            changed: watch::channel(0).0,
+            writer,
+            title,
+        });
+        if let Some(slot) = self.slots.lock().expect("slots").get_mut(&stream.id) {
+            slot.session = Some(session.clone());
+        }
+        metrics::gauge!("oxcast_live_sessions_active").increment(1.0);
+        Ok((session, generation, true))
+    }
+
+    /// One publisher connection: probe, encode, package, until the publisher goes away.
+    async fn run_epoch(
+        self: Arc<Self>,
+        stream: StreamId,
+        session: Arc<Session>,
+        generation: u64,
+        media: MediaStream,
+    ) {
+        let result = self.encode_epoch(&session, media).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "live epoch ended with an error");
+        }
+        {
+            let mut st = session.state.lock().expect("state");
+            st.publishing = false;
+        }
+        session.bump();
+        let still_current = {
+            let mut slots = self.slots.lock().expect("slots");
+            match slots.get_mut(&stream) {
+                Some(slot) if slot.generation == generation => {
+                    slot.publisher = false;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !still_current {
+            return;
+        }
+        let grace = Duration::from_secs_f64(self.config.live.grace_s.max(0.0));
+        tracing::info!(
+            grace_s = grace.as_secs_f64(),
+            "publisher gone; waiting for a reconnect"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+        let expired = self
+            .slots
+            .lock()
+            .expect("slots")
+            .get(&stream)
+            .is_some_and(|slot| slot.generation == generation && !slot.publisher);
+        if expired {
+            self.finish(&session).await;
+        }
+    }
+
+    async fn encode_epoch(
+        &self,
+        session: &Arc<Session>,
+        mut media: MediaStream,
+    ) -> Result<(), String> {
+        // Buffer the start so ffprobe can tell the picture size for the ladder.
+        let first_at = self.clock.now_ms();
+        let mut head: Vec<u8> = Vec::new();
+        let probe_until = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut probe = None;
+        let mut closed = false;
+        while probe.is_none() && !closed {
+            tokio::select! {
+                chunk = media.rx.recv() => match chunk {
+                    Some(c) => head.extend_from_slice(&c),
+                    None => closed = true,
+                },
+                _ = tokio::time::sleep_until(probe_until) => {}
+            }
+            if head.len() >= 384 * 1024 || closed || tokio::time::Instant::now() >= probe_until {
+                probe = probe_source(&self.config.transcode.ffprobe, media.container, &head).await;
+                if probe.is_none() && head.len() < 4 << 20 && !closed {
+                    continue;
+                }
+                break;
+            }
+        }
+        let probe = probe.ok_or("could not read the published stream (no video?)")?;
+        session.state.lock().expect("state").health.ingest_bytes += head.len() as u64;
+
+        let cfg = &self.config.live;
+        let (rungs, epoch, session_id) = {
+            let mut st = session.state.lock().expect("state");
+            if st.renditions.is_empty() {
+                let mut rungs = live_ladder(&probe.source, cfg);
+                if cfg.passthrough {
+                    let (w, h) = ladder::display_size(&probe.source);
+                    rungs.insert(
+                        0,
+                        Rung {
+                            name: "source".into(),
+                            width: w,
+                            height: h,
+                            video_bitrate: 0,
+                            max_bitrate: 0,
+                            buffer_size: 0,
+                        },
+                    );
+                }
+                st.set_renditions(&rungs, probe.has_audio);
+            }
+            st.publishing = true;
+            let rungs: Vec<Rung> = st
+                .renditions
+                .iter()
+                .filter_map(|r| r.rung.clone())
+                .collect();
+            let audio = st.renditions.iter().any(|r| r.rung.is_none());
+            (rungs, st.begin_epoch(first_at), (st.session_id, audio))
+        };
+        let (session_id, audio) = session_id;
+        let dir = self.scratch.join(format!("{session_id}-{epoch}"));
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut outputs: Vec<LiveOutput> = rungs
+            .iter()
+            .map(|r| LiveOutput {
+                name: r.name.clone(),
+                passthrough: r.name == "source",
+                rung: Some(r.clone()),
+                fifo: dir.join(format!("{}.mp4", r.name)),
+            })
+            .collect();
+        if audio && probe.has_audio {
+            outputs.push(LiveOutput {
+                name: AUDIO.into(),
+                rung: None,
+                passthrough: false,
+                fifo: dir.join("audio.mp4"),
+            });
+        }
+        let plan = EncoderPlan {
+            container: media.container,
+            outputs: outputs.clone(),
+            has_audio: probe.has_audio,
+            preset: cfg.preset.clone(),
+            segment_s: cfg.segment_s,
+            part_s: cfg.part_s,
+            frame_rate: probe.frame_rate,
+        };
+        // A FIFO opened for reading blocks until ffmpeg opens it for writing; opening it that
+        // way (not non-blocking) is what makes ffmpeg closing it read as end of stream.
+        let mut readers = Vec::new();
+        for o in &outputs {
+            encoder::mkfifo(&o.fifo).map_err(|e| format!("mkfifo: {e}"))?;
+            let path = o.fifo.clone();
+            readers.push((
+                o.name.clone(),
+                tokio::task::spawn_blocking(move || std::fs::File::open(path)),
+            ));
+        }
+        let mut child = encoder::spawn(&self.config.transcode.ffmpeg, &plan)
+            .map_err(|e| format!("starting ffmpeg: {e}"))?;
+        tracing::info!(
+            epoch,
+            renditions = outputs.len(),
+            width = probe.source.width,
+            height = probe.source.height,
+            "live encoder started"
+        );
+
+        let mut stdin = child.stdin.take().expect("piped");
+        let pump_session = session.clone();
+        let pump = tokio::spawn(async move {
+            if stdin.write_all(&head).await.is_err() {
+                return;
+            }
+            while let Some(chunk) = media.rx.recv().await {
+                pump_session
+                    .state
+                    .lock()
+                    .expect("state")
+                    .health
+                    .ingest_bytes += chunk.len() as u64;
+                metrics::counter!("oxcast_live_ingest_bytes_total").increment(chunk.len() as u64);
+                if stdin.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            let _ = stdin.shutdown().await;
+        });
+        let _ = pump; // the pump ends with the publisher; the encoder then drains and exits
+
+        let stderr = child.stderr.take().expect("piped");
+        let stats_session = session.clone();
+        let stats = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut stats = EncoderStats::default();
+            let mut errors = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains('=') && !line.contains(' ') {
+                    if stats.apply(&line) {
+                        let mut st = stats_session.state.lock().expect("state");
+                        st.health.fps = stats.fps;
+                        st.health.dropped_frames = stats.dropped_frames;
+                        st.health.encoder_speed = stats.speed;
+                        metrics::gauge!("oxcast_live_encoder_speed").set(stats.speed);
+                    }
+                } else if errors.len() < 20 {
+                    errors.push(line);
+                }
+            }
+            errors
+        });
+
+        let mut packagers = Vec::new();
+        for (name, rx) in readers {
+            let s = session.clone();
+            let store = self.store.clone();
+            let cfg = cfg.clone();
+            let span = tracing::info_span!("rendition", %name);
+            packagers.push(tokio::spawn(
+                package(s, store, name, rx, epoch, first_at, cfg, self.clock.clone())
+                    .instrument(span),
+            ));
+        }
+        let status = child.wait().await.map_err(|e| e.to_string())?;
+        // If ffmpeg died before opening an output, release the reader blocked in open().
+        for o in &outputs {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&o.fifo);
+        }
+        for p in packagers {
+            let _ = p.await;
+        }
+        let errors = stats.await.unwrap_or_default();
+        if !status.success() && !errors.is_empty() {
+            return Err(format!("encoder exited ({status}): {}", errors.join(" | ")));
+        }
+        Ok(())
+    }
+
+    /// Ends a session: last playlists get ENDLIST, the recording is written as VOD and
+    /// published. Idempotent.
+    async fn finish(&self, session: &Arc<Session>) {
+        let (video, segments) = {
+            let mut st = session.state.lock().expect("state");
+            if st.ended {
+                return;
+            }
+            let wall = st
+                .epochs
+                .last()
+                .map_or(st.started_at_ms, |e| e.wall_start_ms);
+            let mut rest = Vec::new();
+            for r in &mut st.renditions {
+                rest.extend(r.close(wall).map(|c| (r.name.clone(), c)));
+            }
+            st.ended = true;
+            st.publishing = false;
+            (st.video_id, rest)
+        };
+        for (name, c) in segments {
+            if let Ok(k) = keys::video_object(video, &format!("{name}/{}", c.name)) {
+                let _ = session.writer.send(Write::Put(k, c.data)).await;
+            }
+        }
+        session.bump();
+        metrics::gauge!("oxcast_live_sessions_active").decrement(1.0);
+        let (tx, rx) = oneshot::channel();
+        let _ = session.writer.send(Write::Flush(tx)).await;
+        let _ = rx.await;
+        let now = self.clock.now_ms();
+        let session_id = session.state.lock().expect("state").session_id;
+        match self.publish_recording(session).await {
+            Ok(p) => {
+                tracing::info!(%video, duration_s = p.duration_s, "live session ended; recording published");
+                if let Err(e) = self.db.set_video_ready(video, &p, now).await {
+                    tracing::error!(error = %e, "could not publish the recording");
+                }
+            }
+            Err(why) => {
+                tracing::warn!(%video, %why, "live session ended without a recording");
+                let _ = self.db.set_video_failed(video, &why, now).await;
+            }
+        }
+        if let Err(e) = self.db.end_live_session(session_id, now).await {
+            tracing::error!(error = %e, "could not end the live session");
+        }
+        tracing::info!(title = %session.title, "session finished");
+    }
+
+    async fn publish_recording(&self, session: &Arc<Session>) -> Result<Published, String> {
+        let (video, files, published, top) = {
+            let st = session.state.lock().expect("state");
+            let mut files: Vec<(String, String)> = Vec::new();
+            for r in &st.renditions {
+                if let Some(pl) = st.playlist(&r.name) {
+                    files.push((format!("{}/index.m3u8", r.name), pl.render(false)));
+                }
+            }
+            let master = st.master("").ok_or("no media was received")?;
+            files.push(("master.m3u8".into(), master));
+            let mpd = st
+                .mpd("", "/time", self.clock.now_ms())
+                .ok_or("no media was received")?;
+            files.push(("manifest.mpd".into(), mpd));
+            let top = st
+                .renditions
+                .iter()
+                .find(|r| r.rung.is_some())
+                .ok_or("no video was received")?;
+            let duration_s: f64 = top.segments.iter().map(|s| s.duration_s).sum();
+            if top.segments.is_empty() {
+                return Err("no complete segment was received".into());
+            }
+            let audio = st.renditions.iter().find(|r| r.rung.is_none());
+            let audio_bw = audio.map_or(0, |a| a.bandwidth());
+            let published = Published {
+                duration_s,
+                width: top.track.as_ref().and_then(|t| t.width).unwrap_or(0),
+                height: top.track.as_ref().and_then(|t| t.height).unwrap_or(0),
+                renditions: st
+                    .renditions
+                    .iter()
+                    .filter_map(|r| {
+                        let t = r.track.as_ref()?;
+                        let rung = r.rung.as_ref()?;
+                        Some(Rendition {
+                            name: r.name.clone(),
+                            width: t.width.unwrap_or(rung.width),
+                            height: t.height.unwrap_or(rung.height),
+                            bandwidth: r.bandwidth() + audio_bw,
+                            codecs: match audio.and_then(|a| a.track.as_ref()) {
+                                Some(a) => format!("{},{}", t.codec, a.codec),
+                                None => t.codec.clone(),
+                            },
+                        })
+                    })
+                    .collect(),
+            };
+            let first = top.segments.first().expect("checked");
+            let top = (top.name.clone(), first.epoch, first.number);
+            (st.video_id, files, published, top)
+        };
+        for (name, text) in files {
+            let key = keys::video_object(video, &name).map_err(|e| e.to_string())?;
+            self.store
+                .put(&key, Bytes::from(text))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        // Parts duplicate the segments' bytes; the recording needs only segments.
+        if let Ok(objects) = self.store.list(&keys::video_prefix(video)).await {
+            for o in objects.iter().filter(|o| o.key.contains("/part-")) {
+                let _ = self.store.delete(&Key::from(o.key.clone())).await;
+            }
+        }
+        if let Err(e) = self.poster(video, &top.0, top.1, top.2).await {
+            tracing::warn!(error = %e, "no poster for the recording");
+        }
+        Ok(published)
+    }
+
+    /// A poster from the first segment of the top rendition.
+    async fn poster(
+        &self,
+        video: oxcast_base::VideoId,
+        rendition: &str,
+        epoch: u32,
+        number: u64,
+    ) -> Result<(), String> {
+        let init = self
+            .store
+            .get_bytes(
+                &keys::video_object(video, &format!("{rendition}/init-{epoch}.mp4"))
+                    .map_err(|e| e.to_string())?,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let seg = self
+            .store
+            .get_bytes(
+                &keys::video_object(video, &format!("{rendition}/seg-{number}.m4s"))
+                    .map_err(|e| e.to_string())?,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let dir = self.scratch.join(format!("poster-{video}"));
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let src = dir.join("first.mp4");
+        tokio::fs::write(&src, [&init[..], &seg[..]].concat())
+            .await
+            .map_err(|e| e.to_string())?;
+        let out = dir.join("poster.jpg");
+        let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-y", "-v", "error"]
+            .map(String::from)
+            .to_vec();
+        args.extend(oxcast_transcode::Input::File(src).args());
+        args.extend(["-frames:v", "1", "-q:v", "3", "-f", "image2"].map(String::from));
+        args.push(out.display().to_string());
+        let status = tokio::process::Command::new(&self.config.transcode.ffmpeg)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| e.to_string())?;
+        if status.success() {
+            self.store
+                .put_file(
+                    &keys::video_object(video, "poster.jpg").map_err(|e| e.to_string())?,
+                    &out,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        Ok(())
+    }
+}
+
+/// The ingest servers' view of the manager.
+pub struct LiveHandler(pub Arc<LiveManager>);
+
+impl LiveManager {
+    pub fn handler(self: &Arc<Self>) -> Arc<dyn PublishHandler> {
+        Arc::new(LiveHandler(self.clone()))
+    }
+}
+
+#[async_trait::async_trait]
+impl PublishHandler for LiveHandler {
+    async fn publish(&self, req: PublishRequest, media: MediaStream) -> Result<(), Refusal> {
+        let this = &self.0;
+        let stream = match this.db.live_stream_by_key(&req.key).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                metrics::counter!("oxcast_live_publish_refused_total", "reason" => "key")
+                    .increment(1);
+                return Err(Refusal("unknown stream key".into()));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "stream key lookup failed");
+                return Err(Refusal("internal error".into()));
+            }
+        };
+        let (session, generation, new) = this.start_or_resume(&stream).await.inspect_err(|_| {
+            metrics::counter!("oxcast_live_publish_refused_total", "reason" => "busy").increment(1);
+        })?;
+        let session_id = session.state.lock().expect("state").session_id;
+        tracing::info!(stream = %stream.id, session = %session_id, protocol = req.protocol.as_str(), peer = %req.peer, new, "publisher accepted");
+        let span = tracing::info_span!("live", stream = %stream.id, session = %session_id);
+        let me = this.clone();
+        tokio::spawn(
+            me.run_epoch(stream.id, session, generation, media)
+                .instrument(span),
+        );
+        Ok(())
+    }
+}
+
+/// Stores objects in order, off the listing path.
+async fn write_objects(store: Store, mut rx: mpsc::Receiver<Write>) {
+    while let Some(w) = rx.recv().await {
+        match w {
+            Write::Put(key, data) => {
+                if let Err(e) = store.put(&key, data).await {
+                    tracing::error!(%key, error = %e, "storing a live object failed");
+                }
+            }
+            Write::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn package(
+    session: Arc<Session>,
+    store: Store,
+    name: String,
+    opening: tokio::task::JoinHandle<std::io::Result<std::fs::File>>,
+    epoch: u32,
+    wall_start_ms: i64,
+    cfg: oxcast_base::config::LiveConfig,
+    clock: SharedClock,
+) {
+    let _ = store;
+    let mut rx = match opening.await {
+        Ok(Ok(f)) => match tokio::net::unix::pipe::Receiver::from_file(f) {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::error!(error = %e, "encoder output is not a pipe");
+                return;
+            }
+        },
+        _ => return,
+    };
+    let video = session.state.lock().expect("state").video_id;
+    let mut splitter = Fmp4Splitter::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut first_bdt: Option<u64> = None;
+    loop {
+        let n = match rx.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the encoder output failed");
+                break;
+            }
+        };
+        let events = match splitter.push(&buf[..n]) {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::error!(error = %e, "the encoder output is not valid fMP4");
+                break;
+            }
+        };
+        for ev in events {
+            let mut writes = Vec::new();
+            {
+                let mut st = session.state.lock().expect("state");
+                let (seg_s, part_s) = (st.segment_s, st.part_s);
+                let Some(r) = st.rendition(&name) else {
+                    continue;
+                };
+                match ev {
+                    SplitEvent::Init { bytes, track } => {
+                        let data = Bytes::from(bytes);
+                        let file = r.set_init(epoch, track, data.clone());
+                        writes.push((file, data));
+                    }
+                    SplitEvent::Fragment { bytes, fragment } => {
+                        let base = *first_bdt.get_or_insert(fragment.base_media_decode_time);
+                        let ts = f64::from(r.track.as_ref().map_or(1, |t| t.timescale.max(1)));
+                        let video_rendition = r.rung.is_some();
+                        let data = Bytes::from(bytes);
+                        let (file, done) =
+                            r.add_part(&fragment, data.clone(), seg_s, part_s, wall_start_ms);
+                        writes.push((file, data));
+                        let end_s = (fragment.base_media_decode_time + fragment.duration - base)
+                            as f64
+                            / ts;
+                        let lat = (clock.now_ms() - wall_start_ms) as f64 / 1000.0 - end_s;
+                        for c in done {
+                            writes.push((c.name.clone(), c.data.clone()));
+                            if video_rendition {
+                                st.segment_latency.push(lat);
+                                metrics::histogram!("oxcast_live_segment_latency_seconds")
+                                    .record(lat);
+                            }
+                        }
+                        if video_rendition {
+                            st.part_latency.push(lat);
+                            metrics::histogram!("oxcast_live_part_latency_seconds").record(lat);
+                        }
+                    }
+                }
+            }
+            session.bump();
+            for (file, data) in writes {
+                if let Ok(k) = keys::video_object(video, &format!("{name}/{file}")) {
+                    let _ = session.writer.send(Write::Put(k, data)).await;
+                }
+            }
+        }
+    }
+    let _ = cfg;
+    // The epoch's last partial segment is closed here so it is listed at once.
+    let done = {
+        let mut st = session.state.lock().expect("state");
+        let Some(r) = st.rendition(&name) else { return };
+        r.close(wall_start_ms)
+    };
+    if let Some(c) = done {
+        session.bump();
+        if let Ok(k) = keys::video_object(video, &format!("{name}/{}", c.name)) {
+            let _ = session.writer.send(Write::Put(k, c.data)).await;
+        }
+    }
+}
+
+/// What the ladder needs to know about a published stream.
+struct SourceProbe {
+    source: SourceVideo,
+    frame_rate: f64,
+    has_audio: bool,
+}
+
+async fn probe_source(ffprobe: &Path, container: Container, head: &[u8]) -> Option<SourceProbe> {
+    let fmt = match container {
+        Container::Flv => "flv",
+        Container::MpegTs => "mpegts",
+    };
+    let mut child = tokio::process::Command::new(ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-of",
+            "json",
+            "-protocol_whitelist",
+            "pipe",
+            "-f",
+            fmt,
+            "-i",
+            "pipe:0",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let data = head.to_vec();
+    let feed = tokio::spawn(async move {
+        let _ = stdin.write_all(&data).await;
+    });
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .ok()?
+        .ok()?;
+    let _ = feed.await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let streams = v["streams"].as_array()?;
+    let video = streams.iter().find(|s| s["codec_type"] == "video")?;
+    let (w, h) = (
+        video["width"].as_u64()? as u32,
+        video["height"].as_u64()? as u32,
+    );
+    if w == 0 || h == 0 {
+        return None;
+    }
+    let rate = |k: &str| {
+        let r = video[k].as_str()?;
+        let (n, d) = r.split_once('/')?;
+        let (n, d): (f64, f64) = (n.parse().ok()?, d.parse().ok()?);
+        (d > 0.0 && n > 0.0).then_some(n / d)
+    };
+    let rotation = video["side_data_list"]
+        .as_array()
+        .and_then(|l| l.iter().find_map(|s| s["rotation"].as_f64()))
+        .unwrap_or(0.0) as i32;
+    Some(SourceProbe {
+        source: SourceVideo {
+            width: w,
+            height: h,
+            rotation,
+        },
+        frame_rate: rate("avg_frame_rate")
+            .or_else(|| rate("r_frame_rate"))
+            .filter(|r| *r <= 240.0)
+            .unwrap_or(30.0),
+        has_audio: streams.iter().any(|s| s["codec_type"] == "audio"),
+    })
+}

@@ -1,0 +1,667 @@
+//! The in-memory state of one live session and everything rendered from it.
+//!
+//! Each rendition's fMP4 fragments arrive as LL-HLS parts; this module groups them into
+//! segments (cutting where the encoder put keyframes), remembers what exists, and renders the
+//! playlists and MPD on request. It is plain data guarded by the session's lock: no I/O.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+use oxcast_base::{SessionId, StreamId, VideoId};
+use oxcast_media::ladder::Rung;
+use oxcast_media::mp4::{Fragment, TrackInfo};
+use oxcast_media::{dash, hls};
+
+/// Part bytes are kept in memory for this many recent segments (the LL-HLS window); older parts
+/// come from the store.
+const HOT_SEGMENTS: usize = 6;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartMeta {
+    pub duration_s: f64,
+    pub independent: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub number: u64,
+    pub epoch: u32,
+    /// Decode time of the first sample within its epoch, timescale units.
+    pub start_ticks: u64,
+    pub ticks: u64,
+    pub duration_s: f64,
+    pub parts: Vec<PartMeta>,
+    /// First segment of an epoch after the first: the publisher reconnected.
+    pub discontinuity: bool,
+    /// Wall clock of the segment's first sample, epoch ms.
+    pub pdt_ms: i64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    parts: Vec<PartMeta>,
+    data: Vec<u8>,
+    start_ticks: Option<u64>,
+    ticks: u64,
+}
+
+#[derive(Debug)]
+pub struct RenditionState {
+    pub name: String,
+    /// `None` for audio.
+    pub rung: Option<Rung>,
+    pub track: Option<TrackInfo>,
+    pub segments: Vec<Segment>,
+    open: Open,
+    epoch: u32,
+    next_number: u64,
+    /// Recent parts and segments by file name.
+    hot: HashMap<String, Bytes>,
+    inits: HashMap<String, Bytes>,
+    hot_order: VecDeque<String>,
+}
+
+/// A finished segment the caller must store.
+#[derive(Debug)]
+pub struct Completed {
+    pub name: String,
+    pub data: Bytes,
+    pub segment: Segment,
+}
+
+/// A session's epochs: a new one starts each time the publisher (re)connects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Epoch {
+    /// When the ingest received the epoch's first media, epoch ms.
+    pub wall_start_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Health {
+    pub ingest_bytes: u64,
+    pub fps: f64,
+    pub dropped_frames: u64,
+    pub encoder_speed: f64,
+}
+
+pub struct SessionState {
+    pub stream_id: StreamId,
+    pub session_id: SessionId,
+    pub video_id: VideoId,
+    pub started_at_ms: i64,
+    pub segment_s: f64,
+    pub part_s: f64,
+    pub renditions: Vec<RenditionState>,
+    pub epochs: Vec<Epoch>,
+    pub publishing: bool,
+    pub ended: bool,
+    pub health: Health,
+    /// Seconds from the ingest receiving a part's last media to the part being listed.
+    pub part_latency: Vec<f64>,
+    pub segment_latency: Vec<f64>,
+}
+
+pub const AUDIO: &str = "audio";
+
+impl SessionState {
+    pub fn new(
+        stream_id: StreamId,
+        session_id: SessionId,
+        video_id: VideoId,
+        started_at_ms: i64,
+        segment_s: f64,
+        part_s: f64,
+    ) -> Self {
+        Self {
+            stream_id,
+            session_id,
+            video_id,
+            started_at_ms,
+            segment_s,
+            part_s,
+            renditions: Vec::new(),
+            epochs: Vec::new(),
+            publishing: false,
+            ended: false,
+            health: Health::default(),
+            part_latency: Vec::new(),
+            segment_latency: Vec::new(),
+        }
+    }
+
+    /// Fixes the session's renditions (the first epoch's ladder; later epochs reuse it).
+    pub fn set_renditions(&mut self, rungs: &[Rung], audio: bool) {
+        if !self.renditions.is_empty() {
+            return;
+        }
+        let mut r: Vec<RenditionState> = rungs
+            .iter()
+            .map(|r| RenditionState::new(&r.name, Some(r.clone())))
+            .collect();
+        if audio {
+            r.push(RenditionState::new(AUDIO, None));
+        }
+        self.renditions = r;
+    }
+
+    pub fn begin_epoch(&mut self, wall_start_ms: i64) -> u32 {
+        self.epochs.push(Epoch { wall_start_ms });
+        let e = (self.epochs.len() - 1) as u32;
+        for r in &mut self.renditions {
+            r.begin_epoch(e);
+        }
+        e
+    }
+
+    pub fn rendition(&mut self, name: &str) -> Option<&mut RenditionState> {
+        self.renditions.iter_mut().find(|r| r.name == name)
+    }
+
+    /// Any object held in memory.
+    pub fn hot(&self, rendition: &str, file: &str) -> Option<Bytes> {
+        let r = self.renditions.iter().find(|r| r.name == rendition)?;
+        r.hot.get(file).or_else(|| r.inits.get(file)).cloned()
+    }
+
+    pub fn latency_estimate(&self) -> Option<f64> {
+        let recent = &self.part_latency[self.part_latency.len().saturating_sub(8)..];
+        (!recent.is_empty())
+            .then(|| recent.iter().sum::<f64>() / recent.len() as f64 + 3.0 * self.part_target())
+    }
+
+    pub fn part_target(&self) -> f64 {
+        // AAC parts end on a 1024-sample frame boundary, a little past the nominal duration.
+        (self.part_s * 1.05 * 1000.0).ceil() / 1000.0
+    }
+
+    fn target_duration(&self) -> u64 {
+        let longest = self
+            .renditions
+            .iter()
+            .flat_map(|r| r.segments.iter().map(|s| s.duration_s))
+            .fold(0.0, f64::max);
+        // RFC 8216: every EXTINF, rounded to the nearest integer, is at most the target.
+        (longest.round().max(self.segment_s.ceil())).max(1.0) as u64
+    }
+
+    /// The renditions ready to be listed (their init arrived).
+    fn ready(&self) -> impl Iterator<Item = &RenditionState> {
+        self.renditions.iter().filter(|r| r.track.is_some())
+    }
+
+    /// The live master playlist, or `None` until every rendition has started.
+    pub fn master(&self, prefix: &str) -> Option<String> {
+        if self.renditions.is_empty() || self.ready().count() != self.renditions.len() {
+            return None;
+        }
+        let audio = self.renditions.iter().find(|r| r.rung.is_none());
+        let audio_bw = audio.map_or(0, |a| a.bandwidth());
+        Some(
+            hls::MasterPlaylist {
+                independent_segments: false,
+                audio: audio
+                    .map(|a| hls::AudioRendition {
+                        group_id: "aud".into(),
+                        name: "Audio".into(),
+                        uri: format!("{prefix}{}/index.m3u8", a.name),
+                        default: true,
+                        channels: a.track.as_ref().and_then(|t| t.channels),
+                        language: None,
+                        codecs: a
+                            .track
+                            .as_ref()
+                            .map(|t| t.codec.clone())
+                            .unwrap_or_default(),
+                    })
+                    .into_iter()
+                    .collect(),
+                variants: self
+                    .renditions
+                    .iter()
+                    .filter_map(|r| {
+                        let rung = r.rung.as_ref()?;
+                        let t = r.track.as_ref()?;
+                        Some(hls::Variant {
+                            uri: format!("{prefix}{}/index.m3u8", r.name),
+                            bandwidth: r.bandwidth() + audio_bw,
+                            average_bandwidth: None,
+                            width: t.width.unwrap_or(rung.width),
+                            height: t.height.unwrap_or(rung.height),
+                            codecs: t.codec.clone(),
+                            frame_rate: None,
+                            audio_group: audio.map(|_| "aud".to_string()),
+                        })
+                    })
+                    .collect(),
+            }
+            .render(),
+        )
+    }
+
+    /// One rendition's LL-HLS playlist model.
+    pub fn playlist(&self, rendition: &str) -> Option<hls::LivePlaylist> {
+        let r = self.renditions.iter().find(|r| r.name == rendition)?;
+        r.track.as_ref()?;
+        let pdt = |ms: i64| rfc3339_ms(ms);
+        let mut last_epoch = None;
+        let segments = r
+            .segments
+            .iter()
+            .map(|s| {
+                let new_epoch = last_epoch != Some(s.epoch);
+                last_epoch = Some(s.epoch);
+                hls::LiveSegment {
+                    number: s.number,
+                    uri: format!("seg-{}.m4s", s.number),
+                    duration: s.duration_s,
+                    discontinuity: s.discontinuity,
+                    map_uri: new_epoch.then(|| format!("init-{}.mp4", s.epoch)),
+                    program_date_time: new_epoch.then(|| pdt(s.pdt_ms)),
+                    parts: s
+                        .parts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| hls::Part {
+                            uri: format!("part-{}-{i}.m4s", s.number),
+                            duration: p.duration_s,
+                            independent: p.independent,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let open_new_epoch = last_epoch != Some(r.epoch);
+        let open_number = r.next_number;
+        let open_pdt = self.epochs.get(r.epoch as usize).map(|e| {
+            e.wall_start_ms + r.open.start_ticks.map_or(0, |t| ticks_ms(t, r.timescale()))
+        });
+        Some(hls::LivePlaylist {
+            target_duration: self.target_duration(),
+            part_target: self.part_target(),
+            first_number: r.segments.first().map_or(open_number, |s| s.number),
+            discontinuity_sequence: 0,
+            playlist_type_event: true,
+            segments,
+            open_parts: r
+                .open
+                .parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| hls::Part {
+                    uri: format!("part-{open_number}-{i}.m4s"),
+                    duration: p.duration_s,
+                    independent: p.independent,
+                })
+                .collect(),
+            open_map_uri: open_new_epoch.then(|| format!("init-{}.mp4", r.epoch)),
+            open_discontinuity: open_new_epoch && r.epoch > 0 && !r.open.parts.is_empty(),
+            open_program_date_time: (open_new_epoch && !r.open.parts.is_empty())
+                .then(|| open_pdt.map(pdt))
+                .flatten(),
+            preload_hint: (!self.ended)
+                .then(|| format!("part-{open_number}-{}.m4s", r.open.parts.len())),
+            ended: self.ended,
+        })
+    }
+
+    /// The DASH MPD: dynamic while live, static once ended. One period per epoch.
+    pub fn mpd(&self, prefix: &str, utc_timing_url: &str, now_ms: i64) -> Option<String> {
+        if self.renditions.is_empty() || self.ready().count() != self.renditions.len() {
+            return None;
+        }
+        let mut periods = Vec::new();
+        let mut media_offset = 0.0;
+        for (e, epoch) in self.epochs.iter().enumerate() {
+            let e = e as u32;
+            let mut sets = Vec::new();
+            let mut epoch_duration: f64 = 0.0;
+            for (video, content) in [
+                (true, dash::ContentType::Video),
+                (false, dash::ContentType::Audio),
+            ] {
+                let reps: Vec<dash::Representation> = self
+                    .renditions
+                    .iter()
+                    .filter(|r| r.rung.is_some() == video)
+                    .filter_map(|r| {
+                        let t = r.track.as_ref()?;
+                        let segs: Vec<&Segment> =
+                            r.segments.iter().filter(|s| s.epoch == e).collect();
+                        let first = segs.first()?;
+                        let d: f64 = segs.iter().map(|s| s.duration_s).sum();
+                        epoch_duration = epoch_duration.max(d);
+                        let timeline: Vec<(u64, u64)> =
+                            segs.iter().map(|s| (s.start_ticks, s.ticks)).collect();
+                        Some(dash::Representation {
+                            id: r.name.clone(),
+                            bandwidth: r.bandwidth(),
+                            codecs: t.codec.clone(),
+                            width: t.width,
+                            height: t.height,
+                            frame_rate: None,
+                            audio_sampling_rate: t.sample_rate,
+                            audio_channels: t.channels,
+                            timescale: t.timescale,
+                            initialization: format!("{prefix}{}/init-{e}.mp4", r.name),
+                            media: format!("{prefix}{}/seg-$Number$.m4s", r.name),
+                            start_number: first.number,
+                            timeline: dash::compress_timeline(&timeline),
+                            presentation_time_offset: first.start_ticks,
+                        })
+                    })
+                    .collect();
+                if !reps.is_empty() {
+                    sets.push(dash::AdaptationSet {
+                        id: sets.len() as u32,
+                        content_type: content,
+                        mime_type: if video { "video/mp4" } else { "audio/mp4" }.into(),
+                        segment_alignment: true,
+                        representations: reps,
+                    });
+                }
+            }
+            if sets.is_empty() {
+                continue;
+            }
+            // Live periods sit on the wall clock (a reconnect leaves a real gap); a finished
+            // session's periods follow each other in media time.
+            let start_s = if self.ended {
+                media_offset
+            } else {
+                (epoch.wall_start_ms - self.started_at_ms) as f64 / 1000.0
+            };
+            media_offset += epoch_duration;
+            periods.push(dash::LivePeriod {
+                id: format!("p{e}"),
+                start_s,
+                adaptation_sets: sets,
+            });
+        }
+        let session_s = ((now_ms - self.started_at_ms) as f64 / 1000.0).max(0.0);
+        Some(
+            dash::DynamicMpd {
+                availability_start_time: rfc3339_ms(self.started_at_ms),
+                publish_time: rfc3339_ms(now_ms),
+                minimum_update_period_s: self.segment_s,
+                time_shift_buffer_depth_s: session_s + 2.0 * self.segment_s,
+                suggested_presentation_delay_s: 2.0 * self.segment_s,
+                min_buffer_time_s: self.segment_s,
+                utc_timing_url: utc_timing_url.to_string(),
+                periods,
+                ended: self.ended.then_some(media_offset),
+            }
+            .render(),
+        )
+    }
+}
+
+impl RenditionState {
+    fn new(name: &str, rung: Option<Rung>) -> Self {
+        Self {
+            name: name.to_string(),
+            rung,
+            track: None,
+            segments: Vec::new(),
+            open: Open::default(),
+            epoch: 0,
+            next_number: 1,
+            hot: HashMap::new(),
+            inits: HashMap::new(),
+            hot_order: VecDeque::new(),
+        }
+    }
+
+    fn timescale(&self) -> u32 {
+        self.track.as_ref().map_or(1, |t| t.timescale.max(1))
+    }
+
+    fn begin_epoch(&mut self, epoch: u32) {
+        self.epoch = epoch;
+        self.open = Open::default();
+    }
+
+    /// Peak segment bitrate so far, or the rung's nominal rate before any segment exists.
+    pub fn bandwidth(&self) -> u64 {
+        let measured = self
+            .segments
+            .iter()
+            .filter(|s| s.duration_s > 0.0)
+            .map(|s| (s.bytes as f64 * 8.0 / s.duration_s) as u64)
+            .max();
+        let nominal = self
+            .rung
+            .as_ref()
+            .map_or(140_000, |r| u64::from(r.max_bitrate));
+        measured.unwrap_or(nominal).max(1)
+    }
+
+    pub fn set_init(&mut self, epoch: u32, track: TrackInfo, data: Bytes) -> String {
+        let name = format!("init-{epoch}.mp4");
+        self.track = Some(track);
+        self.inits.insert(name.clone(), data);
+        name
+    }
+
+    /// Adds a part; returns its file name and, when it closes a segment, the segment to store.
+    /// Segments are cut on the encoder's keyframes: a video part that starts with a keyframe
+    /// once at least half a segment is open starts a new segment, and a segment that has
+    /// reached its duration (within a quarter part) closes at once, without waiting for the
+    /// next part, so it is listed as early as possible.
+    pub fn add_part(
+        &mut self,
+        frag: &Fragment,
+        data: Bytes,
+        segment_s: f64,
+        part_s: f64,
+        wall_start_ms: i64,
+    ) -> (String, Vec<Completed>) {
+        let ts = f64::from(self.timescale());
+        let target = (segment_s * ts) as u64;
+        let mut done = Vec::new();
+        let video = self.rung.is_some();
+        if video && frag.starts_with_sync && self.open.ticks >= target / 2 {
+            done.extend(self.close(wall_start_ms));
+        }
+        let number = self.next_number;
+        let index = self.open.parts.len();
+        let name = format!("part-{number}-{index}.m4s");
+        if self.open.start_ticks.is_none() {
+            self.open.start_ticks = Some(frag.base_media_decode_time);
+        }
+        self.open.ticks += frag.duration;
+        self.open.data.extend_from_slice(&data);
+        self.open.parts.push(PartMeta {
+            duration_s: frag.duration as f64 / ts,
+            independent: frag.starts_with_sync,
+        });
+        self.remember(name.clone(), data);
+        if self.open.ticks + (part_s * ts / 4.0) as u64 >= target {
+            done.extend(self.close(wall_start_ms));
+        }
+        (name, done)
+    }
+
+    /// Closes the open segment, if any (also at the end of an epoch).
+    pub fn close(&mut self, wall_start_ms: i64) -> Option<Completed> {
+        if self.open.parts.is_empty() {
+            return None;
+        }
+        let open = std::mem::take(&mut self.open);
+        let ts = self.timescale();
+        let start = open.start_ticks.unwrap_or(0);
+        let first_of_epoch = self.segments.last().is_none_or(|s| s.epoch != self.epoch);
+        let segment = Segment {
+            number: self.next_number,
+            epoch: self.epoch,
+            start_ticks: start,
+            ticks: open.ticks,
+            duration_s: open.ticks as f64 / f64::from(ts),
+            parts: open.parts,
+            discontinuity: first_of_epoch && self.epoch > 0,
+            pdt_ms: wall_start_ms + ticks_ms(start, ts),
+            bytes: open.data.len() as u64,
+        };
+        self.next_number += 1;
+        let data = Bytes::from(open.data);
+        let name = format!("seg-{}.m4s", segment.number);
+        self.remember(name.clone(), data.clone());
+        self.segments.push(segment.clone());
+        Some(Completed {
+            name,
+            data,
+            segment,
+        })
+    }
+
+    /// Keeps recent objects hot; parts of old segments fall out (they stay in the store).
+    fn remember(&mut self, name: String, data: Bytes) {
+        self.hot.insert(name.clone(), data);
+        self.hot_order.push_back(name);
+        let keep_from = self.next_number.saturating_sub(HOT_SEGMENTS as u64);
+        while let Some(front) = self.hot_order.front() {
+            let old = segment_of(front).is_some_and(|n| n < keep_from);
+            if !old {
+                break;
+            }
+            let f = self.hot_order.pop_front().expect("front exists");
+            self.hot.remove(&f);
+        }
+    }
+
+    pub fn end_ticks_s(&self) -> f64 {
+        self.open.ticks as f64 / f64::from(self.timescale())
+    }
+}
+
+/// The segment number a part or segment file belongs to.
+fn segment_of(name: &str) -> Option<u64> {
+    let rest = name
+        .strip_prefix("part-")
+        .or_else(|| name.strip_prefix("seg-"))?;
+    rest.split(['-', '.']).next()?.parse().ok()
+}
+
+fn ticks_ms(ticks: u64, timescale: u32) -> i64 {
+    (ticks as f64 * 1000.0 / f64::from(timescale.max(1))) as i64
+}
+
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxcast_media::mp4::TrackKind;
+
+    fn frag(start: u64, dur: u64, sync: bool) -> Fragment {
+        Fragment {
+            range: 0..0,
+            sequence_number: 0,
+            base_media_decode_time: start,
+            duration: dur,
+            sample_count: 15,
+            starts_with_sync: sync,
+            earliest_presentation_time: start as i64,
+        }
+    }
+
+    fn video() -> RenditionState {
+        let mut r = RenditionState::new(
+            "360p",
+            Some(Rung {
+                name: "360p".into(),
+                width: 640,
+                height: 360,
+                video_bitrate: 800_000,
+                max_bitrate: 1_200_000,
+                buffer_size: 1_600_000,
+            }),
+        );
+        r.set_init(
+            0,
+            TrackInfo {
+                track_id: 1,
+                kind: TrackKind::Video,
+                timescale: 1000,
+                codec: "avc1.64001e".into(),
+                width: Some(640),
+                height: Some(360),
+                sample_rate: None,
+                channels: None,
+            },
+            Bytes::new(),
+        );
+        r
+    }
+
+    #[test]
+    fn four_half_second_parts_make_a_two_second_segment_at_once() {
+        let mut r = video();
+        for i in 0..3 {
+            let (name, done) = r.add_part(
+                &frag(i * 500, 500, i == 0),
+                Bytes::from_static(b"x"),
+                2.0,
+                0.5,
+                0,
+            );
+            assert_eq!(name, format!("part-1-{i}.m4s"));
+            assert!(done.is_empty());
+        }
+        let (_, done) = r.add_part(
+            &frag(1500, 500, false),
+            Bytes::from_static(b"y"),
+            2.0,
+            0.5,
+            0,
+        );
+        assert_eq!(
+            done.len(),
+            1,
+            "closed with its last part, not one part later"
+        );
+        assert_eq!(done[0].segment.number, 1);
+        assert_eq!(done[0].segment.duration_s, 2.0);
+        assert_eq!(&done[0].data[..], b"xxxy");
+        let (name, _) = r.add_part(&frag(2000, 500, true), Bytes::new(), 2.0, 0.5, 0);
+        assert_eq!(name, "part-2-0.m4s");
+    }
+
+    #[test]
+    fn an_early_keyframe_starts_a_new_segment() {
+        let mut r = video();
+        r.add_part(&frag(0, 500, true), Bytes::new(), 2.0, 0.5, 0);
+        r.add_part(&frag(500, 500, false), Bytes::new(), 2.0, 0.5, 0);
+        let (name, done) = r.add_part(&frag(1000, 500, true), Bytes::new(), 2.0, 0.5, 0);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].segment.duration_s, 1.0);
+        assert_eq!(name, "part-2-0.m4s");
+    }
+
+    #[test]
+    fn old_parts_leave_memory() {
+        let mut r = video();
+        for i in 0..40u64 {
+            r.add_part(
+                &frag(i * 500, 500, i % 4 == 0),
+                Bytes::from_static(b"p"),
+                2.0,
+                0.5,
+                0,
+            );
+        }
+        assert!(r.hot.get("part-1-0.m4s").is_none());
+        assert!(r.hot.get("part-10-3.m4s").is_some());
+        assert!(r.hot.len() <= 5 * (HOT_SEGMENTS + 1));
+    }
+
+    #[test]
+    fn segment_numbers_from_names() {
+        assert_eq!(segment_of("part-12-3.m4s"), Some(12));
+        assert_eq!(segment_of("seg-7.m4s"), Some(7));
+        assert_eq!(segment_of("init-0.mp4"), None);
+    }
+}

@@ -17,6 +17,12 @@ const LIVE: &str = include_str!("../../../web/live.html");
 const STATIC: &[(&str, &str, &[u8])] = &[
     ("api.js", JS, include_bytes!("../../../web/static/api.js")),
     ("app.js", JS, include_bytes!("../../../web/static/app.js")),
+    ("live.js", JS, include_bytes!("../../../web/static/live.js")),
+    (
+        "streams.js",
+        JS,
+        include_bytes!("../../../web/static/streams.js"),
+    ),
     (
         "upload.js",
         JS,

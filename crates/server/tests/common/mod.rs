@@ -27,10 +27,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub struct Server {
     child: Option<Child>,
     pub base: String,
     pub port: u16,
+    pub rtmp_port: u16,
+    pub srt_port: u16,
     pub data: PathBuf,
     env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
@@ -52,6 +62,8 @@ impl Server {
             child: None,
             base: format!("http://127.0.0.1:{port}"),
             port,
+            rtmp_port: free_port(),
+            srt_port: free_udp_port(),
             data: data.to_path_buf(),
             env: env
                 .iter()
@@ -78,6 +90,14 @@ impl Server {
         ])
         .arg(&self.data)
         .env("RUST_LOG", "info,tower_http=warn")
+        .env(
+            "OXCAST_LIVE__RTMP_LISTEN",
+            format!("127.0.0.1:{}", self.rtmp_port),
+        )
+        .env(
+            "OXCAST_LIVE__SRT_LISTEN",
+            format!("127.0.0.1:{}", self.srt_port),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);

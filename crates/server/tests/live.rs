@@ -1,0 +1,545 @@
+//! Live streaming end to end: real ffmpeg publishers over RTMP and SRT, LL-HLS and DASH out,
+//! blocking reloads, DVR, reconnects, the recording, and Chromium with hls.js in low-latency
+//! mode. The tests in this file run one at a time: each keeps a real-time encoder busy, and
+//! two at once would starve each other on a 2-core machine.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn live_server() -> Server {
+    Server::start(&[
+        ("OXCAST_LIVE__GRACE_S", "4"),
+        ("OXCAST_LIVE__RUNGS", "[720, 360]"),
+    ])
+}
+
+async fn create_stream(base: &str, title: &str) -> Value {
+    let r = http()
+        .post(format!("{base}/api/v1/live-streams"))
+        .json(&serde_json::json!({ "title": title }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    json(r).await
+}
+
+async fn stream_info(base: &str, id: &str) -> Value {
+    json(
+        http()
+            .get(format!("{base}/api/v1/live-streams/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// `ffmpeg -re` pushing a test pattern and tone for `secs` to `url` (`flv` or `mpegts`).
+fn publish(url: &str, format: &str, size: &str, secs: u32) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-t",
+            &secs.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-f", format, url,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg")
+}
+
+fn rtmp_url(server: &Server, key: &str) -> String {
+    format!("rtmp://127.0.0.1:{}/live/{key}", server.rtmp_port)
+}
+
+fn srt_url(server: &Server, key: &str) -> String {
+    format!("srt://127.0.0.1:{}?streamid={key}", server.srt_port)
+}
+
+/// Waits for a publisher to exit by itself; returns whether it succeeded and its stderr.
+fn wait_exit(mut child: Child, timeout: Duration) -> (bool, String) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            return (status.success(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (false, "still running at the deadline".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn wait_for(url: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = http().get(url).send().await.unwrap();
+        if r.status() == 200 {
+            return r.text().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} not served within {timeout:?}: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The media playlist URLs listed by a live master playlist, absolute.
+fn media_urls(base: &str, stream: &str, master: &str) -> Vec<String> {
+    let mut out: Vec<String> = variants(master)
+        .into_iter()
+        .map(|(u, _)| format!("{base}/live/{stream}/{u}"))
+        .collect();
+    out.extend(
+        master
+            .lines()
+            .filter_map(|l| l.split("URI=\"").nth(1))
+            .map(|u| format!("{base}/live/{stream}/{}", u.trim_end_matches('"'))),
+    );
+    out
+}
+
+fn preload_hint(playlist: &str) -> Option<(u64, u64)> {
+    let uri = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))?;
+    let rest = uri
+        .trim_end_matches('"')
+        .strip_prefix("part-")?
+        .strip_suffix(".m4s")?;
+    let (m, p) = rest.split_once('-')?;
+    Some((m.parse().ok()?, p.parse().ok()?))
+}
+
+/// Decodes init + media with ffmpeg; returns its complaints (empty when clean).
+fn decode(dir: &std::path::Path, name: &str, init: &[u8], media: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, [init, media].concat()).unwrap();
+    decode_errors(&p.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let server = live_server();
+    let base = server.base.clone();
+    let s = create_stream(&base, "RTMP show").await;
+    let (id, key) = (
+        s["id"].as_str().unwrap().to_string(),
+        s["stream_key"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(s["rtmp_url"], rtmp_url(&server, &key).as_str());
+    assert_eq!(s["status"], "idle");
+    assert_eq!(
+        http()
+            .get(format!("{base}/live/{id}/master.m3u8"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let pushed_s = 36;
+    let started = Instant::now();
+    let publisher = publish(&rtmp_url(&server, &key), "flv", "1280x720", pushed_s);
+
+    // The master playlist is served within 10 s.
+    let master = wait_for(
+        &format!("{base}/live/{id}/master.m3u8"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let res: Vec<String> = variants(&master).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(res, ["1280x720", "640x360"], "{master}");
+    let urls = media_urls(&base, &id, &master);
+    assert_eq!(urls.len(), 3, "two video rungs and audio: {master}");
+    let r = http()
+        .get(format!("{base}/live/{id}/master.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "public, max-age=1");
+
+    // A second publisher on a live key is refused and changes nothing.
+    let (ok, err) = wait_exit(
+        publish(&rtmp_url(&server, &key), "flv", "320x240", 3),
+        Duration::from_secs(15),
+    );
+    assert!(!ok, "second publisher accepted");
+    assert!(
+        err.contains("already has a live publisher") || !err.is_empty(),
+        "{err}"
+    );
+    // Garbage on both ingest ports, and a wrong key, do not disturb the session.
+    {
+        use std::io::Write;
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", server.rtmp_port)).unwrap();
+        let _ = tcp.write_all(
+            &(0..5000u32)
+                .map(|i| (i * 7919 % 251) as u8)
+                .collect::<Vec<_>>(),
+        );
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..200u32 {
+            let _ = udp.send_to(&i.to_be_bytes().repeat(50), ("127.0.0.1", server.srt_port));
+        }
+    }
+    let (ok, _) = wait_exit(
+        publish(&rtmp_url(&server, "wrong-key"), "flv", "320x240", 3),
+        Duration::from_secs(15),
+    );
+    assert!(!ok, "wrong key accepted");
+
+    // LL-HLS tags, and parts and segments that decode cleanly.
+    let video = &urls[0];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pl = loop {
+        let pl = wait_for(video, Duration::from_secs(5)).await;
+        if pl.contains("\nseg-2.m4s\n") {
+            break pl;
+        }
+        assert!(Instant::now() < deadline, "segments not arriving:\n{pl}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for tag in [
+        "#EXT-X-VERSION:9",
+        "#EXT-X-PART-INF:PART-TARGET=",
+        "CAN-BLOCK-RELOAD=YES",
+        "PART-HOLD-BACK=",
+        "CAN-SKIP-UNTIL=",
+        "#EXT-X-PROGRAM-DATE-TIME:",
+        "#EXT-X-PART:DURATION=",
+        "#EXT-X-PRELOAD-HINT:TYPE=PART",
+        "#EXT-X-PLAYLIST-TYPE:EVENT",
+        "#EXT-X-MAP:URI=\"init-0.mp4\"",
+    ] {
+        assert!(pl.contains(tag), "media playlist lacks {tag}:\n{pl}");
+    }
+    let folder = video.trim_end_matches("index.m3u8");
+    let init = get_bytes(&format!("{folder}init-0.mp4")).await;
+    let seg1 = get_bytes(&format!("{folder}seg-1.m4s")).await;
+    let part = get_bytes(&format!("{folder}part-2-0.m4s")).await;
+    let r = http()
+        .get(format!("{folder}seg-1.m4s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let d = dir.path().to_path_buf();
+    let (e1, e2) = tokio::task::spawn_blocking(move || {
+        (
+            decode(&d, "s.mp4", &init, &seg1),
+            decode(&d, "p.mp4", &init, &part),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (e1.as_str(), e2.as_str()),
+        ("", ""),
+        "segment / part decode"
+    );
+
+    // Blocking reload: a request for the next part returns once that part exists; one for a
+    // published part returns the playlist as it is.
+    let now = get_text(video).await;
+    let (msn, part) = preload_hint(&now).expect("preload hint");
+    let next = format!("part-{msn}-{part}.m4s");
+    let lists = |pl: &str| {
+        pl.lines()
+            .any(|l| l.starts_with("#EXT-X-PART:") && l.contains(&format!("URI=\"{next}\"")))
+    };
+    assert!(!lists(&now), "the hinted part is not listed yet");
+    let blocked = get_text(&format!("{video}?_HLS_msn={msn}&_HLS_part={part}")).await;
+    assert!(
+        lists(&blocked),
+        "the blocking answer lists the part it waited for:\n{blocked}"
+    );
+    let r = http().get(format!("{folder}{next}")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "and the part can be fetched");
+    let before = get_text(video).await;
+    let old = get_text(&format!("{video}?_HLS_msn=1&_HLS_part=0")).await;
+    assert_eq!(
+        preload_hint(&old).unwrap().0,
+        preload_hint(&before).unwrap().0,
+        "an already published part is answered at once"
+    );
+    let r = http()
+        .get(format!("{video}?_HLS_msn={}", msn + 50))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "too far ahead");
+    let r = http()
+        .get(format!("{video}?_HLS_msn={msn}&_HLS_part=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=60",
+        "blocking answers are cacheable by query"
+    );
+    let delta = get_text(&format!("{video}?_HLS_skip=YES")).await;
+    assert!(delta.contains("#EXT-X-VERSION:9"));
+
+    // Dynamic MPD.
+    let mpd = get_text(&format!("{base}/live/{id}/manifest.mpd")).await;
+    for a in [
+        "type=\"dynamic\"",
+        "availabilityStartTime=",
+        "timeShiftBufferDepth=",
+        "minimumUpdatePeriod=",
+        "UTCTiming",
+        "$Number$",
+    ] {
+        assert!(mpd.contains(a), "MPD lacks {a}:\n{mpd}");
+    }
+    let t = get_text(&format!("{base}/time")).await;
+    assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
+
+    // Health.
+    let info = stream_info(&base, &id).await;
+    assert_eq!(info["status"], "live");
+    let h = &info["current_session"]["health"];
+    assert!(h["ingest_kbps"].as_f64().unwrap() > 100.0, "{info}");
+    assert!(h["fps"].as_f64().unwrap() > 0.0, "{info}");
+
+    // Chromium with hls.js in low-latency mode: plays, latency under 4 s; after 30 s of session
+    // the first segment is still listed and seeking to the start plays from there.
+    while started.elapsed() < Duration::from_secs(14) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (b, i) = (base.clone(), id.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        node_script(
+            "live.mjs",
+            &[
+                "--base",
+                &b,
+                "--stream",
+                &i,
+                "--seconds",
+                "8",
+                "--max-latency",
+                "4",
+                "--dvr",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["ok"], true, "{out}");
+    assert!(summary["latency_s"]["max"].as_f64().unwrap() < 4.0, "{out}");
+    assert!(
+        summary["dvr"]["time_after_play_s"].as_f64().unwrap() < 8.0,
+        "DVR played from the start: {out}"
+    );
+    while started.elapsed() < Duration::from_secs(31) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pl = get_text(video).await;
+    assert!(
+        pl.contains("#EXT-X-MEDIA-SEQUENCE:1\n") && pl.contains("\nseg-1.m4s\n"),
+        "DVR keeps the first segment:\n{pl}"
+    );
+    assert!(segments(&pl).len() >= 13, "{pl}");
+
+    // The publisher stops; after the grace period the playlists end and the recording plays.
+    let (ok, err) =
+        tokio::task::spawn_blocking(move || wait_exit(publisher, Duration::from_secs(30)))
+            .await
+            .unwrap();
+    assert!(ok, "publisher: {err}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        let pl = get_text(video).await;
+        if pl.contains("#EXT-X-ENDLIST") {
+            break pl;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ENDLIST after the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(!ended.contains("PRELOAD-HINT"));
+    let mpd = get_text(&format!("{base}/live/{id}/manifest.mpd")).await;
+    assert!(mpd.contains("type=\"static\""), "{mpd}");
+    let info = stream_info(&base, &id).await;
+    assert_eq!(info["status"], "idle");
+    assert_eq!(
+        info["sessions"].as_array().unwrap().len(),
+        1,
+        "refused publishers created no session: {info}"
+    );
+    let vid = info["sessions"][0]["video_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = wait_ready(&base, &vid).await;
+    let dur = v["duration_s"].as_f64().unwrap();
+    assert!(
+        (dur - f64::from(pushed_s)).abs() <= 1.0,
+        "recording is {dur} s, pushed {pushed_s} s"
+    );
+    let url = format!("{base}/v/{vid}/master.m3u8");
+    let mpd_url = format!("{base}/v/{vid}/manifest.mpd");
+    let (e1, e2) =
+        tokio::task::spawn_blocking(move || (decode_errors(&url), decode_errors(&mpd_url)))
+            .await
+            .unwrap();
+    assert_eq!(
+        (e1.as_str(), e2.as_str()),
+        ("", ""),
+        "recording decodes as HLS and DASH"
+    );
+    assert!(
+        !server
+            .objects(&format!("videos/{vid}"))
+            .iter()
+            .any(|k| k.contains("part-")),
+        "parts are not kept in the recording"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn srt_reconnect_within_grace_is_one_session_and_streams_are_isolated() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = live_server();
+    let base = server.base.clone();
+    let a = create_stream(&base, "SRT show").await;
+    let b = create_stream(&base, "Other show").await;
+    let (aid, akey) = (
+        a["id"].as_str().unwrap().to_string(),
+        a["stream_key"].as_str().unwrap().to_string(),
+    );
+    let (bid, bkey) = (
+        b["id"].as_str().unwrap().to_string(),
+        b["stream_key"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(a["srt_url"], srt_url(&server, &akey).as_str());
+
+    // A wrong key over SRT is refused at the handshake.
+    let (ok, _) = wait_exit(
+        publish(&srt_url(&server, "nope"), "mpegts", "320x240", 3),
+        Duration::from_secs(15),
+    );
+    assert!(!ok, "wrong SRT key accepted");
+
+    // Stream A over SRT, stream B over RTMP at the same time.
+    let first = publish(&srt_url(&server, &akey), "mpegts", "640x360", 8);
+    let other = publish(&rtmp_url(&server, &bkey), "flv", "640x360", 16);
+    let ma = wait_for(
+        &format!("{base}/live/{aid}/master.m3u8"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let mb = wait_for(
+        &format!("{base}/live/{bid}/master.m3u8"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let (ua, ub) = (media_urls(&base, &aid, &ma), media_urls(&base, &bid, &mb));
+    assert_ne!(
+        ua[0].split('/').nth(5),
+        ub[0].split('/').nth(5),
+        "separate sessions"
+    );
+    let (ok, err) = tokio::task::spawn_blocking(move || wait_exit(first, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+
+    // Reconnect within the 4 s grace period: same session, a discontinuity, a new period.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = publish(&srt_url(&server, &akey), "mpegts", "640x360", 6);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let pl = loop {
+        let pl = get_text(&ua[0]).await;
+        if pl.contains("#EXT-X-DISCONTINUITY") && pl.matches("#EXTINF").count() >= 6 {
+            break pl;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no discontinuity after the reconnect:\n{pl}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(pl.contains("#EXT-X-MAP:URI=\"init-1.mp4\""), "{pl}");
+    let mpd = get_text(&format!("{base}/live/{aid}/manifest.mpd")).await;
+    assert_eq!(mpd.matches("<Period").count(), 2, "{mpd}");
+    let (ok, err) = tokio::task::spawn_blocking(move || wait_exit(second, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    let (ok, err) = tokio::task::spawn_blocking(move || wait_exit(other, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+
+    // Both end: one recording each; A's spans both connections and plays through the break.
+    for (sid, want_min) in [(&aid, 12.0), (&bid, 14.0)] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let info = loop {
+            let info = stream_info(&base, sid).await;
+            if info["status"] == "idle" && info["sessions"][0]["status"] == "ended" {
+                break info;
+            }
+            assert!(Instant::now() < deadline, "{info}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(info["sessions"].as_array().unwrap().len(), 1, "{info}");
+        let vid = info["sessions"][0]["video_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let v = wait_ready(&base, &vid).await;
+        assert!(v["duration_s"].as_f64().unwrap() >= want_min, "{v}");
+        let url = format!("{base}/v/{vid}/master.m3u8");
+        let errs = tokio::task::spawn_blocking(move || decode_errors(&url))
+            .await
+            .unwrap();
+        assert_eq!(errs, "", "recording of {sid} decodes");
+    }
+}

@@ -525,7 +525,8 @@ impl LiveManager {
 
         let mut stdin = child.stdin.take().expect("piped");
         let pump_session = session.clone();
-        let pump = tokio::spawn(async move {
+        // Ends with the publisher; the encoder then drains and exits.
+        tokio::spawn(async move {
             if stdin.write_all(&head).await.is_err() {
                 return;
             }
@@ -543,7 +544,6 @@ impl LiveManager {
             }
             let _ = stdin.shutdown().await;
         });
-        let _ = pump; // the pump ends with the publisher; the encoder then drains and exits
 
         let stderr = child.stderr.take().expect("piped");
         let stats_session = session.clone();

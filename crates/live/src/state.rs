@@ -653,8 +653,8 @@ mod tests {
                 0,
             );
         }
-        assert!(r.hot.get("part-1-0.m4s").is_none());
-        assert!(r.hot.get("part-10-3.m4s").is_some());
+        assert!(!r.hot.contains_key("part-1-0.m4s"));
+        assert!(r.hot.contains_key("part-10-3.m4s"));
         assert!(r.hot.len() <= 5 * (HOT_SEGMENTS + 1));
     }
 

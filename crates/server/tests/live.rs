@@ -6,13 +6,12 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn live_server() -> Server {
     Server::start(&[
@@ -153,7 +152,7 @@ fn decode(dir: &std::path::Path, name: &str, init: &[u8], media: &[u8]) -> Strin
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = live_server();
     let base = server.base.clone();
@@ -445,7 +444,7 @@ async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn srt_reconnect_within_grace_is_one_session_and_streams_are_isolated() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let server = live_server();
     let base = server.base.clone();
     let a = create_stream(&base, "SRT show").await;

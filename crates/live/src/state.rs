@@ -554,6 +554,7 @@ pub fn rfc3339_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oxcast_base::{SessionId, StreamId, VideoId};
     use oxcast_media::mp4::TrackKind;
 
     fn frag(start: u64, dur: u64, sync: bool) -> Fragment {
@@ -663,5 +664,127 @@ mod tests {
         assert_eq!(segment_of("part-12-3.m4s"), Some(12));
         assert_eq!(segment_of("seg-7.m4s"), Some(7));
         assert_eq!(segment_of("init-0.mp4"), None);
+    }
+
+    fn session() -> SessionState {
+        let mut st = SessionState::new(
+            StreamId::new(),
+            SessionId::new(),
+            VideoId::new(),
+            1_000_000,
+            2.0,
+            0.5,
+        );
+        let rung = Rung {
+            name: "360p".into(),
+            width: 640,
+            height: 360,
+            video_bitrate: 800_000,
+            max_bitrate: 1_200_000,
+            buffer_size: 1_600_000,
+        };
+        st.set_renditions(&[rung], false);
+        st
+    }
+
+    fn feed(st: &mut SessionState, epoch: u32, parts: u64) {
+        let wall = st.epochs[epoch as usize].wall_start_ms;
+        let r = st.rendition("360p").unwrap();
+        if r.track.is_none() || epoch > 0 {
+            r.set_init(epoch, video().track.unwrap(), Bytes::new());
+        }
+        for i in 0..parts {
+            r.add_part(
+                &frag(i * 500, 500, i % 4 == 0),
+                Bytes::from_static(b"p"),
+                2.0,
+                0.5,
+                wall,
+            );
+        }
+    }
+
+    #[test]
+    fn live_playlist_has_parts_hint_and_a_restated_map_after_a_reconnect() {
+        let mut st = session();
+        st.begin_epoch(1_000_000);
+        feed(&mut st, 0, 6);
+        let pl = st.playlist("360p").unwrap().render(false);
+        assert!(pl.contains("#EXT-X-MAP:URI=\"init-0.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:16:40.000Z\n"), "{pl}");
+        assert!(pl.contains("#EXTINF:2.00000,\nseg-1.m4s\n"), "{pl}");
+        assert!(
+            pl.contains("#EXT-X-PART:DURATION=0.50000,URI=\"part-2-1.m4s\"\n"),
+            "{pl}"
+        );
+        assert!(
+            pl.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-2-2.m4s\"\n"),
+            "{pl}"
+        );
+        assert!(pl.contains("#EXT-X-TARGETDURATION:2\n"), "{pl}");
+
+        // The publisher drops mid-segment and comes back 5 s later.
+        st.rendition("360p").unwrap().close(1_000_000);
+        st.begin_epoch(1_010_000);
+        feed(&mut st, 1, 4);
+        let pl = st.playlist("360p").unwrap().render(false);
+        assert!(
+            pl.contains("seg-2.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:16:50.000Z\n"),
+            "{pl}"
+        );
+        assert!(
+            pl.contains("#EXTINF:1.00000,\nseg-2.m4s"),
+            "the cut-short segment keeps its real length: {pl}"
+        );
+        let p = st.playlist("360p").unwrap();
+        assert!(p.has_part(3, Some(3)));
+        assert!(!p.has_part(4, Some(0)));
+    }
+
+    #[test]
+    fn mpd_has_a_period_per_connection_on_the_wall_clock_then_back_to_back_when_ended() {
+        let mut st = session();
+        st.begin_epoch(1_000_000);
+        feed(&mut st, 0, 4);
+        st.begin_epoch(1_010_000);
+        feed(&mut st, 1, 4);
+        let live = st.mpd("s/", "/time", 1_020_000).unwrap();
+        assert!(live.contains("type=\"dynamic\""), "{live}");
+        assert!(
+            live.contains("<Period id=\"p0\" start=\"PT0.000S\">"),
+            "{live}"
+        );
+        assert!(
+            live.contains("<Period id=\"p1\" start=\"PT10.000S\">"),
+            "{live}"
+        );
+        assert!(
+            live.contains("initialization=\"s/360p/init-1.mp4\""),
+            "{live}"
+        );
+        assert!(live.contains("startNumber=\"2\""), "{live}");
+        st.ended = true;
+        let done = st.mpd("", "/time", 1_030_000).unwrap();
+        assert!(
+            done.contains("type=\"static\"")
+                && done.contains("mediaPresentationDuration=\"PT4.000S\""),
+            "{done}"
+        );
+        assert!(
+            done.contains("<Period id=\"p1\" start=\"PT2.000S\">"),
+            "{done}"
+        );
+    }
+
+    #[test]
+    fn master_waits_for_every_rendition_then_lists_them() {
+        let mut st = session();
+        st.begin_epoch(1_000_000);
+        assert!(st.master("s/").is_none(), "no init yet");
+        feed(&mut st, 0, 4);
+        let m = st.master("s/").unwrap();
+        assert!(
+            m.contains("RESOLUTION=640x360") && m.contains("\ns/360p/index.m3u8\n"),
+            "{m}"
+        );
     }
 }

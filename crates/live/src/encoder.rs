@@ -165,22 +165,11 @@ pub fn mkfifo(path: &Path) -> std::io::Result<()> {
 
 /// Spawns ffmpeg for `plan`: stdin is the publisher's container, stderr carries `-progress`.
 pub fn spawn(ffmpeg: &Path, plan: &EncoderPlan) -> std::io::Result<tokio::process::Child> {
-    let mut cmd = tokio::process::Command::new(ffmpeg);
+    let mut cmd = oxcast_transcode::command(ffmpeg);
     cmd.args(plan.args())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe; it makes the encoder die with the server.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+        .stderr(Stdio::piped());
     cmd.spawn()
 }
 

@@ -159,14 +159,7 @@ async fn bad_files_fail_with_a_reason_and_nothing_else_is_lost() {
         "{hls}"
     );
     // Rejections are final: one attempt, no retries.
-    let metrics = http()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&base).await;
     assert!(
         metrics.contains("oxcast_jobs_total{outcome=\"failed\"} 4"),
         "{metrics}"
@@ -325,14 +318,7 @@ async fn upload_protocol_errors_are_clear_and_recoverable() {
     assert_eq!(r.status(), 202);
     let id = up["video_id"].as_str().unwrap();
     wait_ready(&base, id).await;
-    let metrics = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&base).await;
     assert!(
         metrics.contains("oxcast_jobs_total{outcome=\"done\"} 1"),
         "processed once: {metrics}"

@@ -11,14 +11,7 @@ use common::*;
 
 /// Successful part PUTs the server has answered, from its Prometheus metrics.
 async fn part_puts(base: &str) -> u64 {
-    let text = http()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(base).await;
     text.lines()
         .filter(|l| {
             l.starts_with("oxcast_http_requests_total{")

@@ -328,14 +328,7 @@ async fn origin_semantics(server: &Server, id: &str) {
     ] {
         assert!(doc["paths"].get(p).is_some(), "openapi lacks {p}");
     }
-    let metrics = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(base).await;
     assert!(
         metrics.contains("oxcast_jobs_total{outcome=\"done\"} 1"),
         "{metrics}"

@@ -128,7 +128,7 @@ pub(crate) async fn run(program: &Path, args: &[String]) -> Result<Vec<u8>> {
 
 /// A child process that cannot outlive us: killed when its future is dropped, and (on Linux)
 /// when our process dies, even by SIGKILL, so a crashed worker never leaves ffmpeg burning CPU.
-pub(crate) fn command(program: &Path) -> tokio::process::Command {
+pub fn command(program: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(program);
     cmd.kill_on_drop(true);
     #[cfg(target_os = "linux")]

@@ -372,6 +372,18 @@ pub async fn upload(base: &str, file: &Path, title: &str, parallel: usize) -> St
     up["video_id"].as_str().unwrap().to_string()
 }
 
+/// The server's Prometheus metrics, as text.
+pub async fn metrics(base: &str) -> String {
+    http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub async fn video(base: &str, id: &str) -> Value {
     json(
         http()

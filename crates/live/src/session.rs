@@ -130,21 +130,139 @@ impl LiveManager {
         })
     }
 
-    /// Sessions a crashed process left `live` cannot be resumed: end them and say so.
+    /// Sessions a crashed process left `live` cannot continue, but what they stored is not
+    /// lost: each is ended and its stored segments published as its recording.
     pub async fn recover_orphans(&self) -> oxcast_db::Result<()> {
-        let now = self.clock.now_ms();
         for s in self.db.orphaned_live_sessions().await? {
-            tracing::warn!(session = %s.id, "ending a live session interrupted by a restart");
-            self.db
-                .set_video_failed(
-                    s.video_id,
-                    "the server stopped during this live session",
-                    now,
-                )
-                .await?;
+            tracing::warn!(session = %s.id, video = %s.video_id, "recovering a live session interrupted by a restart");
+            let now = self.clock.now_ms();
+            match self.rebuild(&s).await {
+                Some(session) => match self.publish_recording(&session).await {
+                    Ok(p) => {
+                        tracing::info!(
+                            duration_s = p.duration_s,
+                            "recording of the interrupted session published"
+                        );
+                        self.db.set_video_ready(s.video_id, &p, now).await?;
+                    }
+                    Err(why) => self.db.set_video_failed(s.video_id, &why, now).await?,
+                },
+                None => self
+                    .db
+                    .set_video_failed(
+                        s.video_id,
+                        "the server stopped during this live session before anything was recorded",
+                        now,
+                    )
+                    .await?,
+            }
             self.db.end_live_session(s.id, now).await?;
         }
         Ok(())
+    }
+
+    /// Reads an orphaned session's stored inits and segments back into an ended session.
+    async fn rebuild(&self, s: &oxcast_db::LiveSession) -> Option<Arc<Session>> {
+        type Files = (Vec<(u32, String)>, Vec<(u64, String)>);
+        let prefix = keys::video_prefix(s.video_id);
+        let objects = self.store.list(&prefix).await.ok()?;
+        let mut by_rendition: std::collections::BTreeMap<String, Files> = Default::default();
+        for o in &objects {
+            let Some(rel) = o.key.strip_prefix(&format!("{prefix}/")) else {
+                continue;
+            };
+            let Some((rend, file)) = rel.split_once('/') else {
+                continue;
+            };
+            let entry = by_rendition.entry(rend.to_string()).or_default();
+            if let Some(e) = file
+                .strip_prefix("init-")
+                .and_then(|f| f.strip_suffix(".mp4"))
+                .and_then(|e| e.parse().ok())
+            {
+                entry.0.push((e, o.key.clone()));
+            } else if let Some(n) = file
+                .strip_prefix("seg-")
+                .and_then(|f| f.strip_suffix(".m4s"))
+                .and_then(|n| n.parse().ok())
+            {
+                entry.1.push((n, o.key.clone()));
+            }
+        }
+        let mut restored = Vec::new();
+        for (name, (mut inits, mut segs)) in by_rendition {
+            inits.sort();
+            segs.sort();
+            let Some(first_init) = inits.first() else {
+                continue;
+            };
+            let init = self
+                .store
+                .get_bytes(&Key::from(first_init.1.clone()))
+                .await
+                .ok()?;
+            let mut segments: Vec<crate::state::Segment> = Vec::new();
+            let (mut epoch, mut prev_end, mut track) = (0u32, 0u64, None);
+            for (number, key) in segs {
+                let data = self.store.get_bytes(&Key::from(key)).await.ok()?;
+                let Ok((t, _, frags)) =
+                    oxcast_media::mp4::split_file(&[&init[..], &data[..]].concat())
+                else {
+                    continue;
+                };
+                let (Some(first), Some(last)) = (frags.first(), frags.last()) else {
+                    continue;
+                };
+                let ts = t.timescale.max(1);
+                // Each publisher connection restarts the encoder's clock.
+                if !segments.is_empty()
+                    && first.base_media_decode_time + u64::from(ts) / 2 < prev_end
+                {
+                    epoch += 1;
+                }
+                prev_end = last.base_media_decode_time + last.duration;
+                let ticks = prev_end - first.base_media_decode_time;
+                let discontinuity = epoch > 0 && segments.last().is_some_and(|p| p.epoch != epoch);
+                segments.push(crate::state::Segment {
+                    number,
+                    epoch,
+                    start_ticks: first.base_media_decode_time,
+                    ticks,
+                    duration_s: ticks as f64 / f64::from(ts),
+                    parts: Vec::new(),
+                    discontinuity,
+                    pdt_ms: s.started_at,
+                    bytes: data.len() as u64,
+                });
+                track = Some(t);
+            }
+            if let Some(track) = track {
+                restored.push(crate::state::RestoredRendition {
+                    name,
+                    track,
+                    segments,
+                });
+            }
+        }
+        if restored.is_empty() {
+            return None;
+        }
+        let (writer, rx) = mpsc::channel(1);
+        tokio::spawn(write_objects(self.store.clone(), rx));
+        Some(Arc::new(Session {
+            state: Mutex::new(SessionState::restore(
+                s.stream_id,
+                s.id,
+                s.video_id,
+                s.started_at,
+                self.config.live.segment_s,
+                self.config.live.part_s,
+                restored,
+            )),
+            changed: watch::channel(0).0,
+            writer,
+            title: String::new(),
+        }))
     }
 
     fn session(&self, stream: StreamId) -> Option<Arc<Session>> {

@@ -396,6 +396,74 @@ impl SessionState {
     }
 }
 
+/// A rendition rebuilt from stored objects after the process that ran its session died.
+#[derive(Debug)]
+pub struct RestoredRendition {
+    pub name: String,
+    pub track: TrackInfo,
+    pub segments: Vec<Segment>,
+}
+
+impl SessionState {
+    /// An ended session made from what was stored, so its recording can still be published.
+    pub fn restore(
+        stream_id: StreamId,
+        session_id: SessionId,
+        video_id: VideoId,
+        started_at_ms: i64,
+        segment_s: f64,
+        part_s: f64,
+        renditions: Vec<RestoredRendition>,
+    ) -> Self {
+        let mut st = Self::new(
+            stream_id,
+            session_id,
+            video_id,
+            started_at_ms,
+            segment_s,
+            part_s,
+        );
+        let epochs = renditions
+            .iter()
+            .flat_map(|r| r.segments.iter().map(|s| s.epoch))
+            .max()
+            .map_or(0, |e| e + 1);
+        st.epochs = (0..epochs)
+            .map(|_| Epoch {
+                wall_start_ms: started_at_ms,
+            })
+            .collect();
+        for r in renditions {
+            let rung = (r.track.kind == oxcast_media::mp4::TrackKind::Video).then(|| {
+                let (w, h) = (r.track.width.unwrap_or(0), r.track.height.unwrap_or(0));
+                Rung {
+                    name: r.name.clone(),
+                    width: w,
+                    height: h,
+                    video_bitrate: 0,
+                    max_bitrate: 0,
+                    buffer_size: 0,
+                }
+            });
+            let mut rs = RenditionState::new(&r.name, rung);
+            rs.epoch = r.segments.last().map_or(0, |s| s.epoch);
+            rs.next_number = r.segments.last().map_or(1, |s| s.number + 1);
+            rs.track = Some(r.track);
+            rs.segments = r.segments;
+            st.renditions.push(rs);
+        }
+        // Video first, as a live session lists them.
+        st.renditions.sort_by_key(|r| {
+            (
+                r.rung.is_none(),
+                std::cmp::Reverse(r.rung.as_ref().map_or(0, |g| g.height.min(g.width))),
+            )
+        });
+        st.ended = true;
+        st
+    }
+}
+
 impl RenditionState {
     fn new(name: &str, rung: Option<Rung>) -> Self {
         Self {

@@ -542,3 +542,58 @@ async fn srt_reconnect_within_grace_is_one_session_and_streams_are_isolated() {
         assert_eq!(errs, "", "recording of {sid} decodes");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_session_still_publishes_what_was_recorded() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut server = live_server();
+    let base = server.base.clone();
+    let s = create_stream(&base, "crashy").await;
+    let (id, key) = (
+        s["id"].as_str().unwrap().to_string(),
+        s["stream_key"].as_str().unwrap().to_string(),
+    );
+    let publisher = publish(&rtmp_url(&server, &key), "flv", "640x360", 30);
+    let master = wait_for(
+        &format!("{base}/live/{id}/master.m3u8"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let video = media_urls(&base, &id, &master).remove(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while segments(&get_text(&video).await).len() < 4 {
+        assert!(Instant::now() < deadline, "segments not arriving");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let info = stream_info(&base, &id).await;
+    let vid = info["current_session"]["video_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.kill9();
+    let (ok, _) =
+        tokio::task::spawn_blocking(move || wait_exit(publisher, Duration::from_secs(30)))
+            .await
+            .unwrap();
+    assert!(!ok, "the publisher saw the server go away");
+
+    server.restart();
+    let base = server.base.clone();
+    let v = wait_ready(&base, &vid).await;
+    let dur = v["duration_s"].as_f64().unwrap();
+    assert!(dur >= 7.5, "the recording keeps the stored segments: {v}");
+    assert_eq!(v["renditions"].as_array().unwrap().len(), 1, "{v}");
+    let info = stream_info(&base, &id).await;
+    assert_eq!(info["status"], "idle");
+    assert_eq!(info["sessions"][0]["status"], "ended");
+    let url = format!("{base}/v/{vid}/master.m3u8");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || decode_errors(&url))
+            .await
+            .unwrap(),
+        ""
+    );
+    assert!(server
+        .log()
+        .contains("recording of the interrupted session published"));
+}

@@ -176,6 +176,7 @@ pub fn spawn(ffmpeg: &Path, plan: &EncoderPlan) -> std::io::Result<tokio::proces
 /// What ffmpeg's `-progress` reports, for the health view.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EncoderStats {
+    pub frames: u64,
     pub fps: f64,
     pub dropped_frames: u64,
     pub speed: f64,
@@ -190,6 +191,7 @@ impl EncoderStats {
         };
         let v = v.trim();
         match k {
+            "frame" => self.frames = v.parse().unwrap_or(self.frames),
             "fps" => self.fps = v.parse().unwrap_or(self.fps),
             "drop_frames" => self.dropped_frames = v.parse().unwrap_or(self.dropped_frames),
             "speed" => self.speed = v.trim_end_matches('x').parse().unwrap_or(self.speed),
@@ -299,6 +301,7 @@ mod tests {
     fn progress_lines_update_stats() {
         let mut s = EncoderStats::default();
         for l in [
+            "frame=75",
             "fps=29.97",
             "drop_frames=3",
             "speed=1.01x",
@@ -310,6 +313,7 @@ mod tests {
         assert_eq!(
             s,
             EncoderStats {
+                frames: 75,
                 fps: 29.97,
                 dropped_frames: 3,
                 speed: 1.01,

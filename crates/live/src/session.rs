@@ -355,7 +355,9 @@ impl LiveManager {
                 let Some(m) = msn else {
                     return Ok(pl.render(skip));
                 };
-                if pl.ended || pl.has_part(m, part) {
+                // With no publisher connected (the reconnect grace period) nothing new is coming:
+                // answer now rather than hold the request.
+                if pl.ended || pl.has_part(m, part) || !st.publishing {
                     return Ok(pl.render(skip));
                 }
                 let next = pl.segments.last().map_or(pl.first_number, |x| x.number + 1);
@@ -533,28 +535,39 @@ impl LiveManager {
         session: &Arc<Session>,
         mut media: MediaStream,
     ) -> Result<(), String> {
-        // Buffer the start so ffprobe can tell the picture size for the ladder.
-        let first_at = self.clock.now_ms();
+        // Buffer the start so ffprobe can tell the picture size for the ladder. Probe early and
+        // again with more data: the first bytes usually carry the codec headers already.
         let mut head: Vec<u8> = Vec::new();
-        let probe_until = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut first_at = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut next_probe = 48 * 1024;
         let mut probe = None;
-        let mut closed = false;
-        while probe.is_none() && !closed {
+        loop {
+            let mut closed = false;
             tokio::select! {
                 chunk = media.rx.recv() => match chunk {
-                    Some(c) => head.extend_from_slice(&c),
+                    Some(c) => {
+                        // Latency is measured from when media arrives, not from the handshake.
+                        first_at.get_or_insert_with(|| self.clock.now_ms());
+                        head.extend_from_slice(&c);
+                    }
                     None => closed = true,
                 },
-                _ = tokio::time::sleep_until(probe_until) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
             }
-            if head.len() >= 384 * 1024 || closed || tokio::time::Instant::now() >= probe_until {
-                probe = probe_source(&self.config.transcode.ffprobe, media.container, &head).await;
-                if probe.is_none() && head.len() < 4 << 20 && !closed {
-                    continue;
+            let timed_out = tokio::time::Instant::now() >= deadline;
+            if head.len() >= next_probe || closed || timed_out {
+                if !head.is_empty() {
+                    probe =
+                        probe_source(&self.config.transcode.ffprobe, media.container, &head).await;
                 }
-                break;
+                if probe.is_some() || closed || timed_out || head.len() >= 4 << 20 {
+                    break;
+                }
+                next_probe = head.len() * 4;
             }
         }
+        let first_at = first_at.unwrap_or_else(|| self.clock.now_ms());
         let probe = probe.ok_or("could not read the published stream (no video?)")?;
         session.state.lock().expect("state").health.ingest_bytes += head.len() as u64;
 
@@ -669,14 +682,31 @@ impl LiveManager {
             let mut lines = BufReader::new(stderr).lines();
             let mut stats = EncoderStats::default();
             let mut errors = Vec::new();
+            // ffmpeg's own fps and speed average over the whole run and hide a slowdown;
+            // report rates over the last couple of seconds instead.
+            let mut window: Option<(std::time::Instant, f64, u64)> = None;
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.contains('=') && !line.contains(' ') {
                     if stats.apply(&line) {
-                        let mut st = stats_session.state.lock().expect("state");
-                        st.health.fps = stats.fps;
-                        st.health.dropped_frames = stats.dropped_frames;
-                        st.health.encoder_speed = stats.speed;
-                        metrics::gauge!("oxcast_live_encoder_speed").set(stats.speed);
+                        let now = std::time::Instant::now();
+                        let (t0, out0, frames0) =
+                            *window.get_or_insert((now, stats.out_time_s, stats.frames));
+                        let dt = now.duration_since(t0).as_secs_f64();
+                        if dt >= 2.0 {
+                            let speed = (stats.out_time_s - out0) / dt;
+                            let fps = stats.frames.saturating_sub(frames0) as f64 / dt;
+                            let mut st = stats_session.state.lock().expect("state");
+                            st.health.fps = (fps * 10.0).round() / 10.0;
+                            st.health.encoder_speed = (speed * 100.0).round() / 100.0;
+                            metrics::gauge!("oxcast_live_encoder_speed").set(speed);
+                            window = Some((now, stats.out_time_s, stats.frames));
+                        }
+                        stats_session
+                            .state
+                            .lock()
+                            .expect("state")
+                            .health
+                            .dropped_frames = stats.dropped_frames;
                     }
                 } else if errors.len() < 20 {
                     errors.push(line);

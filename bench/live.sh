@@ -355,6 +355,30 @@ forget "$w_pid"
 ((wrc == 0)) || { log_tail "$B/watch.log"; fail "baseline playlist watcher failed"; }
 echo
 
+# ---------------------------------------------------------------- encoder capacity
+# The live encoder's own work (decode what a publisher sends once, scale and encode both rungs
+# with the same x264 settings) on a file, as fast as it can go: the headroom behind
+# "encoder >= 1.0x real time". While live, the encoder is fed in real time and so reports ~1.0x
+# whenever it keeps up; this shows how far above that it could go.
+echo "-- encoder capacity: the live ladder encode of ${DURATION}s of published media, not real-time paced ..."
+C="$SCRATCH/capacity"
+mkdir -p "$C"
+ffmpeg -hide_banner -nostdin -loglevel error -y \
+    -f lavfi -i "testsrc2=size=$SIZE:rate=$FPS" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+    -t "$DURATION" -c:v libx264 -preset veryfast -tune zerolatency -g 30 -pix_fmt yuv420p \
+    -c:a aac -b:a 96k -f flv "$C/published.flv"
+ct0=$(now)
+ffmpeg -hide_banner -nostdin -loglevel error -y -f flv -i "$C/published.flv" \
+    -filter_complex "$graph" "${maps[@]}" -map 0:a \
+    -c:v libx264 -preset veryfast -tune zerolatency -profile:v high -pix_fmt yuv420p "${enc[@]}" \
+    -g "$GOP" -keyint_min "$GOP" -sc_threshold 0 -flags +cgop \
+    -force_key_frames "expr:gte(t,n_forced*$SEGMENT_S)" \
+    -c:a aac -b:a 128k -ac 2 -ar 48000 -f null - 2>"$C/ffmpeg.log" \
+    || { log_tail "$C/ffmpeg.log"; fail "capacity ffmpeg failed"; }
+CAPACITY=$(calc "$DURATION / ($(now) - $ct0)")
+echo "   ${DURATION}s encoded in $(calc "$(now) - $ct0") s: capacity ${CAPACITY}x real time"
+echo
+
 # ---------------------------------------------------------------- summary
 mkdir -p "$OUT_DIR"
 meta=$(python3 -c '
@@ -374,5 +398,5 @@ print(json.dumps({
 }))' "$STAMP" "$FFMPEG_VERSION" "$NPROC" "$(uname -srm)" "$DURATION" "$SIZE" "$FPS" \
     "$(printf '%sp ' "${RUNG_H[@]}" | sed 's/ $//')" "$SEGMENT_S" "$PART_S" "$rungs_json")
 python3 "$WATCH" summary "${RUN_ARGS[@]}" --baseline "$SCRATCH/baseline.json" \
-    --meta "$meta" --out "$OUT_JSON"
+    --capacity "$CAPACITY" --meta "$meta" --out "$OUT_JSON"
 echo "results written to ${OUT_JSON#"$ROOT"/}"

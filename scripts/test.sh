@@ -11,4 +11,4 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 # End-to-end tests each start their own server and encode video; two at a time fit 2 cores.
-cargo test --workspace -- --test-threads "${OXCAST_TEST_THREADS:-2}"
+cargo test --workspace --no-fail-fast -- --test-threads "${OXCAST_TEST_THREADS:-2}"

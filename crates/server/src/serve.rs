@@ -96,11 +96,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store.clone(),
         config.clone(),
         clock.clone(),
-        data.join("work").join("live"),
+        data.join("live-work"),
         shutdown.clone(),
     );
     live.recover_orphans().await?;
-    std::fs::create_dir_all(data.join("work").join("live"))?;
+    // Named pipes of a previous process's encoders are of no use now.
+    let _ = std::fs::remove_dir_all(data.join("live-work"));
+    std::fs::create_dir_all(data.join("live-work"))?;
     if let Some(addr) = config.live.rtmp_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -718,12 +718,9 @@ impl LiveManager {
         let mut packagers = Vec::new();
         for (name, rx) in readers {
             let s = session.clone();
-            let store = self.store.clone();
-            let cfg = cfg.clone();
             let span = tracing::info_span!("rendition", %name);
             packagers.push(tokio::spawn(
-                package(s, store, name, rx, epoch, first_at, cfg, self.clock.clone())
-                    .instrument(span),
+                package(s, name, rx, epoch, first_at, self.clock.clone()).instrument(span),
             ));
         }
         let status = child.wait().await.map_err(|e| e.to_string())?;
@@ -985,18 +982,14 @@ async fn write_objects(store: Store, mut rx: mpsc::Receiver<Write>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn package(
     session: Arc<Session>,
-    store: Store,
     name: String,
     opening: tokio::task::JoinHandle<std::io::Result<std::fs::File>>,
     epoch: u32,
     wall_start_ms: i64,
-    cfg: oxcast_base::config::LiveConfig,
     clock: SharedClock,
 ) {
-    let _ = store;
     let mut rx = match opening.await {
         Ok(Ok(f)) => match tokio::net::unix::pipe::Receiver::from_file(f) {
             Ok(rx) => rx,
@@ -1076,7 +1069,6 @@ async fn package(
             }
         }
     }
-    let _ = cfg;
     // The epoch's last partial segment is closed here so it is listed at once.
     let done = {
         let mut st = session.state.lock().expect("state");

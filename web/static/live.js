@@ -3,11 +3,31 @@
 // Exposes `window.oxcastLive` for tests (see web/README.md).
 
 import { api, mountTokenWidget, formatDate, formatDuration, sleep } from './api.js';
+import {
+  VENDOR,
+  loadScript,
+  showText,
+  idFromPath,
+  playVideo,
+  destroyPlayer,
+  createErrorLog,
+  reportMediaErrors,
+  protocolFromParams,
+  markProtocolButtons,
+  bindProtocolButtons,
+  setProtocolParam,
+  SINGLE_LEVEL,
+  handleHlsErrors,
+  hlsLevels,
+  setHlsLevel,
+  dashSettings,
+  handleDashErrors,
+  dashVideoReps,
+  dashLevels,
+  setDashLevel,
+  createQualityMenu,
+} from './player.js';
 
-const VENDOR = {
-  hls: '/static/vendor/hls.min.js',
-  dash: '/static/vendor/dash.all.min.js',
-};
 const POLL_MS = 2000; // API health poll and idle playlist retry
 const TICK_MS = 500; // LIVE button / latency display refresh
 
@@ -44,8 +64,8 @@ const ui = {
 
 const params = new URLSearchParams(location.search);
 const autoplay = params.get('autoplay') === '1';
-let protocol = params.get('protocol') === 'dash' ? 'dash' : 'hls';
-const streamId = streamIdFromPath();
+let protocol = protocolFromParams(params);
+const streamId = idFromPath('streams', params);
 
 let meta = null; // last stream object from the API
 let current = null; // active player adapter
@@ -55,7 +75,19 @@ let watchedSession = null; // id of the session the player was started for
 let endedSession = null; // id of the session we saw end (no restart for it)
 let probing = false;
 
-const errors = [];
+const { errors, record: recordError } = createErrorLog('live', (gen) => gen === generation);
+const quality = createQualityMenu({
+  select: ui.quality,
+  info: ui.info,
+  video,
+  player: () => current,
+  protocol: () => protocol,
+  isCurrent: (gen) => gen === generation,
+  extraInfo: (player) => {
+    const r = seekableRange();
+    return r && player.isLive() ? [`DVR ${formatDuration(r.end - r.start)}`] : [];
+  },
+});
 
 /** Test and debugging hook; see web/README.md. */
 window.oxcastLive = {
@@ -77,13 +109,7 @@ window.oxcastLive = {
   video,
   errors,
   latency: () => (current ? current.latency() : null),
-  levels: () => (current ? current.levels() : []),
-  currentLevel: () => (current ? current.currentLevel() : -1),
-  autoLevel: () => (current ? current.isAuto() : true),
-  setLevel: (i) => {
-    current?.setLevel(Number(i));
-    syncQualityMenu();
-  },
+  ...quality.hooks,
   seekTo: (t) => {
     video.currentTime = Number(t);
   },
@@ -93,57 +119,12 @@ window.oxcastLive = {
   setProtocol: (p) => switchProtocol(p),
 };
 
-function recordError(gen, fatal, text) {
-  if (gen !== generation) return;
-  const line = `${fatal ? 'fatal' : 'non-fatal'} ${text}`;
-  errors.push(line);
-  (fatal ? console.error : console.warn)(`oxcast live: ${line}`);
-}
-
-function showMessage(text) {
-  ui.message.hidden = !text;
-  ui.message.textContent = text || '';
-}
-
-function showError(text) {
-  ui.error.hidden = !text;
-  ui.error.textContent = text || '';
-}
-
-function streamIdFromPath() {
-  const segs = location.pathname.split('/').filter(Boolean);
-  const i = segs.indexOf('streams');
-  if (i >= 0 && segs[i + 1]) return decodeURIComponent(segs[i + 1]);
-  return params.get('id') || '';
-}
+const showMessage = (text) => showText(ui.message, text);
+const showError = (text) => showText(ui.error, text);
+const tryPlay = () => playVideo(video, autoplay);
 
 const hlsUrl = () => meta?.hls_url || `/live/${encodeURIComponent(streamId)}/master.m3u8`;
 const dashUrl = () => meta?.dash_url || `/live/${encodeURIComponent(streamId)}/manifest.mpd`;
-
-// ---------------------------------------------------------------------------
-// Vendor script loading (classic UMD bundles exposing window.Hls / window.dashjs)
-// ---------------------------------------------------------------------------
-
-const scripts = new Map();
-function loadScript(src) {
-  if (!scripts.has(src)) {
-    scripts.set(
-      src,
-      new Promise((resolve, reject) => {
-        const s = document.createElement('script');
-        s.src = src;
-        s.async = true;
-        s.onload = () => resolve();
-        s.onerror = () => {
-          scripts.delete(src);
-          reject(new Error(`could not load ${src}`));
-        };
-        document.head.append(s);
-      }),
-    );
-  }
-  return scripts.get(src);
-}
 
 // ---------------------------------------------------------------------------
 // Player adapters: { engine, levels(), currentLevel(), isAuto(), setLevel(i),
@@ -159,37 +140,24 @@ function createHlsPlayer(src, gen) {
     maxLiveSyncPlaybackRate: 1.5, // catch up (≤ 1.5×) when drifting behind the target latency
     // liveMaxLatencyDurationCount stays Infinity: never yank a DVR viewer back to live.
   });
-  let mediaRecoveries = 0;
-  let networkRecoveries = 0;
-
-  hls.on(Hls.Events.ERROR, (_evt, d) => {
-    const http = d.response && d.response.code ? ` HTTP ${d.response.code}` : '';
-    const url = d.frag?.url || d.context?.url || d.url || '';
-    const detail = d.error?.message || d.reason || '';
-    recordError(gen, d.fatal, `hls ${d.type}/${d.details}${http}${detail ? `: ${detail}` : ''}${url ? ` (${url})` : ''}`);
-    if (!d.fatal || gen !== generation) return;
-    if (d.type === Hls.ErrorTypes.MEDIA_ERROR && mediaRecoveries < 2) {
-      mediaRecoveries += 1;
-      hls.recoverMediaError();
-    } else if (d.type === Hls.ErrorTypes.NETWORK_ERROR && networkRecoveries < 3) {
-      networkRecoveries += 1;
-      hls.startLoad();
-    } else {
-      // Most likely the broadcast went away (playlist 404). Back to waiting.
-      playerLost(gen, `Playback stopped (${d.details}).`);
-    }
+  const errorHandling = handleHlsErrors(hls, {
+    record: (fatal, text) => recordError(gen, fatal, text),
+    isCurrent: () => gen === generation,
+    maxNetworkRetries: 3,
+    // Most likely the broadcast went away (playlist 404). Back to waiting.
+    giveUp: (details) => playerLost(gen, `Playback stopped (${details}).`),
   });
   hls.on(Hls.Events.MANIFEST_PARSED, () => {
-    onLevelsKnown(gen);
+    quality.levelsKnown(gen);
     if (autoplay) tryPlay();
   });
   hls.on(Hls.Events.LEVEL_UPDATED, (_evt, d) => {
     if (gen !== generation) return;
-    networkRecoveries = 0;
+    errorHandling.resetNetworkRetries();
     if (d.details && !d.details.live) onEndlist(gen);
   });
-  hls.on(Hls.Events.LEVEL_SWITCHED, () => onLevelChanged(gen));
-  hls.on(Hls.Events.FRAG_CHANGED, () => onLevelChanged(gen));
+  hls.on(Hls.Events.LEVEL_SWITCHED, () => quality.levelChanged(gen));
+  hls.on(Hls.Events.FRAG_CHANGED, () => quality.levelChanged(gen));
   hls.loadSource(src);
   hls.attachMedia(video);
 
@@ -197,12 +165,10 @@ function createHlsPlayer(src, gen) {
   return {
     engine: 'hls.js',
     hls,
-    levels: () => (hls.levels || []).map((l, index) => ({ index, height: l.height, width: l.width, bitrate: l.bitrate })),
+    levels: () => hlsLevels(hls),
     currentLevel: () => hls.currentLevel,
     isAuto: () => hls.autoLevelEnabled,
-    setLevel: (i) => {
-      hls.currentLevel = i >= 0 && i < (hls.levels || []).length ? i : -1;
-    },
+    setLevel: (i) => setHlsLevel(hls, i),
     isLive: () => Boolean(details()?.live),
     // Same formula as hls.latency (edge + playlist age − currentTime), but
     // also fresh while paused (hls.latency only updates on timeupdate).
@@ -228,32 +194,25 @@ function createDashPlayer(src, gen) {
 
   // dash.js 5 has no `lowLatencyEnabled` switch: low-latency mode follows the
   // MPD (ServiceDescription / availabilityTimeOffset). Catch-up is enabled here.
-  player.updateSettings({
-    debug: { logLevel: dashjs.Debug?.LOG_LEVEL_WARNING ?? 3 },
-    streaming: {
-      abr: { autoSwitchBitrate: { video: true } },
-      cmcd: { enabled: false },
+  player.updateSettings(
+    dashSettings(dashjs, {
       liveCatchup: { enabled: true, playbackRate: { min: -0.5, max: 0.5 } },
       buffer: { bufferToKeep: 3600 },
-    },
+    }),
+  );
+  handleDashErrors(player, events, {
+    record: (fatal, text) => recordError(gen, fatal, text),
+    isCurrent: () => gen === generation,
+    giveUp: (text) => playerLost(gen, `Playback failed: ${text}`),
   });
-  player.on(events.ERROR, (e) => {
-    const err = e.error || {};
-    const text = err.message || (typeof e.error === 'string' ? e.error : JSON.stringify(err));
-    recordError(gen, true, `dash error ${err.code ?? ''}: ${text}`);
-    if (gen === generation) playerLost(gen, `Playback failed: ${text}`);
-  });
-  if (events.PLAYBACK_WARNING) {
-    player.on(events.PLAYBACK_WARNING, (e) => recordError(gen, false, `dash warning: ${e.error || ''}`));
-  }
   player.on(events.STREAM_INITIALIZED, () => {
-    onLevelsKnown(gen);
+    quality.levelsKnown(gen);
     if (autoplay) tryPlay();
   });
   player.on(events.QUALITY_CHANGE_RENDERED, (e) => {
     if (e.mediaType !== 'video') return;
     rendered = e.newRepresentation || null;
-    onLevelChanged(gen);
+    quality.levelChanged(gen);
   });
   if (events.MANIFEST_LOADED) {
     player.on(events.MANIFEST_LOADED, (e) => {
@@ -261,13 +220,7 @@ function createDashPlayer(src, gen) {
     });
   }
 
-  const reps = () => {
-    try {
-      return player.getRepresentationsByType('video') || [];
-    } catch {
-      return [];
-    }
-  };
+  const reps = () => dashVideoReps(player);
   const indexOf = (rep) => (rep ? reps().findIndex((r) => r.id === rep.id) : -1);
   const safe = (fn, dflt = null) => {
     try {
@@ -283,7 +236,7 @@ function createDashPlayer(src, gen) {
   return {
     engine: 'dash.js',
     dash: player,
-    levels: () => reps().map((r, index) => ({ index, height: r.height, width: r.width, bitrate: r.bandwidth })),
+    levels: () => dashLevels(reps()),
     currentLevel: () => {
       let i = indexOf(rendered);
       if (i < 0 && video.videoHeight) i = reps().findIndex((r) => r.height === video.videoHeight);
@@ -291,9 +244,7 @@ function createDashPlayer(src, gen) {
     },
     isAuto: () => auto,
     setLevel: (i) => {
-      auto = !(i >= 0);
-      player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: auto } } } });
-      if (!auto) player.setRepresentationForTypeByIndex('video', i, true);
+      auto = setDashLevel(player, i);
     },
     isLive: () => safe(() => (player.isDynamic() ? 1 : 0), 0) === 1,
     latency: () => (safe(() => (player.isDynamic() ? 1 : 0), 0) ? safe(() => player.getCurrentLiveLatency()) : null),
@@ -315,29 +266,16 @@ function createDashPlayer(src, gen) {
   };
 }
 
-function tryPlay() {
-  if (autoplay) video.muted = true;
-  const p = video.play();
-  if (p && p.catch) p.catch((err) => console.warn(`oxcast: play() refused: ${err.message}`));
-}
-
 // ---------------------------------------------------------------------------
 // Player lifecycle
 // ---------------------------------------------------------------------------
 
 function teardown() {
   generation += 1;
-  if (current) {
-    try {
-      current.destroy();
-    } catch (err) {
-      console.warn('oxcast: player teardown failed', err);
-    }
-    current = null;
-  }
-  video.removeAttribute('src');
-  video.load();
-  setQualityOptions([]);
+  const old = current;
+  current = null;
+  destroyPlayer(old, video);
+  quality.setLevels([]);
   updateLiveButton();
 }
 
@@ -371,7 +309,7 @@ async function startPlayer() {
     showMessage(err.message);
     phase = 'waiting';
   }
-  updateInfo();
+  quality.updateInfo();
 }
 
 /** Safari / iOS: native HLS; no levels, latency from seekable end. */
@@ -381,7 +319,7 @@ function createNativePlayer(src, gen) {
     'loadedmetadata',
     () => {
       if (gen !== generation) return;
-      onLevelsKnown(gen);
+      quality.levelsKnown(gen);
       if (autoplay) tryPlay();
     },
     { once: true },
@@ -389,10 +327,7 @@ function createNativePlayer(src, gen) {
   const end = () => (video.seekable.length ? video.seekable.end(video.seekable.length - 1) : null);
   return {
     engine: 'native',
-    levels: () => [],
-    currentLevel: () => -1,
-    isAuto: () => true,
-    setLevel: () => {},
+    ...SINGLE_LEVEL,
     isLive: () => video.duration === Infinity,
     latency: () => (end() === null ? null : end() - video.currentTime),
     targetLatency: () => null,
@@ -422,18 +357,13 @@ function switchProtocol(next) {
   if (next === protocol && current) return;
   protocol = next;
   syncProtocolButtons();
-  const q = new URLSearchParams(location.search);
-  q.set('protocol', protocol);
-  history.replaceState(null, '', `${location.pathname}?${q}`);
+  setProtocolParam(protocol);
   if (current) startPlayer();
   else tick();
 }
 
-function syncProtocolButtons() {
-  for (const b of ui.protoButtons) b.setAttribute('aria-pressed', String(b.dataset.protocol === protocol));
-}
-
-for (const b of ui.protoButtons) b.addEventListener('click', () => switchProtocol(b.dataset.protocol));
+const syncProtocolButtons = () => markProtocolButtons(ui.protoButtons, protocol);
+bindProtocolButtons(ui.protoButtons, switchProtocol);
 
 // ---------------------------------------------------------------------------
 // Live edge, DVR
@@ -538,78 +468,7 @@ video.addEventListener('ended', () => {
   }
 });
 
-// ---------------------------------------------------------------------------
-// Quality menu and info line
-// ---------------------------------------------------------------------------
-
-const heightLabel = (l) => (l.height ? `${l.height}p` : l.bitrate ? `${Math.round(l.bitrate / 1000)} kbps` : 'source');
-
-function setQualityOptions(levels) {
-  const auto = new Option('Auto', '-1');
-  const sorted = [...levels].sort((a, b) => b.height - a.height || b.bitrate - a.bitrate);
-  const counts = new Map();
-  for (const l of sorted) counts.set(l.height, (counts.get(l.height) || 0) + 1);
-  const options = sorted.map((l) => {
-    const dup = counts.get(l.height) > 1;
-    const label = dup ? `${heightLabel(l)} · ${Math.round(l.bitrate / 1000)} kbps` : heightLabel(l);
-    return new Option(label, String(l.index));
-  });
-  ui.quality.replaceChildren(auto, ...options);
-  ui.quality.disabled = levels.length < 2;
-}
-
-function onLevelsKnown(gen) {
-  if (gen !== generation || !current) return;
-  setQualityOptions(current.levels());
-  syncQualityMenu();
-  updateInfo();
-}
-
-function onLevelChanged(gen) {
-  if (gen !== generation) return;
-  syncQualityMenu();
-  updateInfo();
-}
-
-function syncQualityMenu() {
-  if (!current) return;
-  const levels = current.levels();
-  const now = levels[current.currentLevel()];
-  const autoOpt = ui.quality.options[0];
-  if (autoOpt) autoOpt.textContent = now && current.isAuto() ? `Auto (${heightLabel(now)})` : 'Auto';
-  ui.quality.value = current.isAuto() ? '-1' : String(current.currentLevel());
-}
-
-ui.quality.addEventListener('change', () => {
-  if (!current) return;
-  current.setLevel(Number(ui.quality.value));
-  syncQualityMenu();
-  updateInfo();
-});
-
-function updateInfo() {
-  if (!current) {
-    ui.info.textContent = '';
-    return;
-  }
-  const parts = [`${protocol.toUpperCase()} via ${current.engine}`];
-  const levels = current.levels();
-  const now = levels[current.currentLevel()];
-  if (video.videoWidth) parts.push(`${video.videoWidth}×${video.videoHeight}`);
-  if (now?.bitrate) parts.push(`${Math.round(now.bitrate / 1000)} kbps`);
-  if (levels.length) parts.push(`${levels.length} qualities`);
-  const r = seekableRange();
-  if (r && current.isLive()) parts.push(`DVR ${formatDuration(r.end - r.start)}`);
-  ui.info.textContent = parts.join(' · ');
-}
-
-video.addEventListener('resize', updateInfo);
-video.addEventListener('error', () => {
-  const e = video.error;
-  if (!e || !current) return;
-  const names = ['', 'MEDIA_ERR_ABORTED', 'MEDIA_ERR_NETWORK', 'MEDIA_ERR_DECODE', 'MEDIA_ERR_SRC_NOT_SUPPORTED'];
-  recordError(generation, true, `video ${names[e.code] || e.code}: ${e.message || ''}`);
-});
+reportMediaErrors(video, () => Boolean(current), (text) => recordError(generation, true, text));
 
 // ---------------------------------------------------------------------------
 // Stream metadata + health (API, every 2 s)
@@ -741,7 +600,7 @@ async function main() {
   }
   setInterval(() => {
     updateLiveButton();
-    if (current) updateInfo();
+    if (current) quality.updateInfo();
   }, TICK_MS);
   for (;;) {
     await tick();

@@ -2,11 +2,30 @@
 // protocol toggle and a quality menu. Exposes `window.oxcastPlayer` for tests.
 
 import { api, mountTokenWidget, formatDuration, sleep } from './api.js';
-
-const VENDOR = {
-  hls: '/static/vendor/hls.min.js',
-  dash: '/static/vendor/dash.all.min.js',
-};
+import {
+  VENDOR,
+  loadScript,
+  showText,
+  idFromPath,
+  playVideo,
+  destroyPlayer,
+  createErrorLog,
+  reportMediaErrors,
+  protocolFromParams,
+  markProtocolButtons,
+  bindProtocolButtons,
+  setProtocolParam,
+  SINGLE_LEVEL,
+  handleHlsErrors,
+  hlsLevels,
+  setHlsLevel,
+  dashSettings,
+  handleDashErrors,
+  dashVideoReps,
+  dashLevels,
+  setDashLevel,
+  createQualityMenu,
+} from './player.js';
 
 const $ = (id) => document.getElementById(id);
 const video = $('video');
@@ -28,12 +47,20 @@ const ui = {
 
 const params = new URLSearchParams(location.search);
 const autoplay = params.get('autoplay') === '1';
-let protocol = params.get('protocol') === 'dash' ? 'dash' : 'hls';
+let protocol = protocolFromParams(params);
 let current = null; // the active player adapter
 let generation = 0; // bumps on every (re)start; stale events are ignored
 let meta = null; // the video object
 
-const errors = [];
+const { errors, record: recordError } = createErrorLog('player', (gen) => gen === generation);
+const quality = createQualityMenu({
+  select: ui.quality,
+  info: ui.info,
+  video,
+  player: () => current,
+  protocol: () => protocol,
+  isCurrent: (gen) => gen === generation,
+});
 
 /** Test and debugging hook; see web/README.md. */
 window.oxcastPlayer = {
@@ -44,58 +71,14 @@ window.oxcastPlayer = {
     return current?.engine ?? null;
   },
   errors,
-  levels: () => (current ? current.levels() : []),
-  currentLevel: () => (current ? current.currentLevel() : -1),
-  autoLevel: () => (current ? current.isAuto() : true),
-  setLevel: (i) => {
-    current?.setLevel(Number(i));
-    syncQualityMenu();
-  },
+  ...quality.hooks,
   setProtocol: (p) => switchProtocol(p),
   video,
 };
 
-function recordError(gen, fatal, text) {
-  if (gen !== generation) return;
-  const line = `${fatal ? 'fatal' : 'non-fatal'} ${text}`;
-  errors.push(line);
-  (fatal ? console.error : console.warn)(`oxcast player: ${line}`);
-}
-
-function showMessage(text) {
-  ui.message.hidden = !text;
-  ui.message.textContent = text || '';
-}
-
-function showError(text) {
-  ui.error.hidden = !text;
-  ui.error.textContent = text || '';
-}
-
-// ---------------------------------------------------------------------------
-// Vendor script loading (classic UMD bundles exposing window.Hls / window.dashjs)
-// ---------------------------------------------------------------------------
-
-const scripts = new Map();
-function loadScript(src) {
-  if (!scripts.has(src)) {
-    scripts.set(
-      src,
-      new Promise((resolve, reject) => {
-        const s = document.createElement('script');
-        s.src = src;
-        s.async = true;
-        s.onload = () => resolve();
-        s.onerror = () => {
-          scripts.delete(src);
-          reject(new Error(`could not load ${src}`));
-        };
-        document.head.append(s);
-      }),
-    );
-  }
-  return scripts.get(src);
-}
+const showMessage = (text) => showText(ui.message, text);
+const showError = (text) => showText(ui.error, text);
+const tryPlay = () => playVideo(video, autoplay);
 
 // ---------------------------------------------------------------------------
 // Player adapters: { engine, levels(), currentLevel(), isAuto(), setLevel(i), destroy() }
@@ -104,43 +87,28 @@ function loadScript(src) {
 function createHlsPlayer(src, gen, startAt) {
   const Hls = window.Hls;
   const hls = new Hls({ startPosition: startAt > 0 ? startAt : -1 });
-  let mediaRecoveries = 0;
-  let networkRecoveries = 0;
 
-  hls.on(Hls.Events.ERROR, (_evt, d) => {
-    const http = d.response && d.response.code ? ` HTTP ${d.response.code}` : '';
-    const url = d.frag?.url || d.context?.url || d.url || '';
-    const detail = d.error?.message || d.reason || '';
-    recordError(gen, d.fatal, `hls ${d.type}/${d.details}${http}${detail ? `: ${detail}` : ''}${url ? ` (${url})` : ''}`);
-    if (!d.fatal || gen !== generation) return;
-    if (d.type === Hls.ErrorTypes.MEDIA_ERROR && mediaRecoveries < 2) {
-      mediaRecoveries += 1;
-      hls.recoverMediaError();
-    } else if (d.type === Hls.ErrorTypes.NETWORK_ERROR && networkRecoveries < 2) {
-      networkRecoveries += 1;
-      hls.startLoad();
-    } else {
-      showMessage(`Playback failed (${d.details}).`);
-    }
+  handleHlsErrors(hls, {
+    record: (fatal, text) => recordError(gen, fatal, text),
+    isCurrent: () => gen === generation,
+    maxNetworkRetries: 2,
+    giveUp: (details) => showMessage(`Playback failed (${details}).`),
   });
   hls.on(Hls.Events.MANIFEST_PARSED, () => {
-    onLevelsKnown(gen);
+    quality.levelsKnown(gen);
     if (autoplay || startAt > 0) tryPlay();
   });
-  hls.on(Hls.Events.LEVEL_SWITCHED, () => onLevelChanged(gen));
-  hls.on(Hls.Events.FRAG_CHANGED, () => onLevelChanged(gen));
+  hls.on(Hls.Events.LEVEL_SWITCHED, () => quality.levelChanged(gen));
+  hls.on(Hls.Events.FRAG_CHANGED, () => quality.levelChanged(gen));
   hls.loadSource(src);
   hls.attachMedia(video);
 
   return {
     engine: 'hls.js',
-    levels: () => (hls.levels || []).map((l, index) => ({ index, height: l.height, width: l.width, bitrate: l.bitrate })),
+    levels: () => hlsLevels(hls),
     currentLevel: () => hls.currentLevel,
     isAuto: () => hls.autoLevelEnabled,
-    // currentLevel: switch now (flushes the buffer); -1 re-enables ABR.
-    setLevel: (i) => {
-      hls.currentLevel = i >= 0 && i < (hls.levels || []).length ? i : -1;
-    },
+    setLevel: (i) => setHlsLevel(hls, i),
     destroy: () => hls.destroy(),
   };
 }
@@ -152,17 +120,14 @@ function createNativePlayer(src, gen, startAt) {
     () => {
       if (gen !== generation) return;
       if (startAt > 0) video.currentTime = startAt;
-      onLevelsKnown(gen);
+      quality.levelsKnown(gen);
       if (autoplay || startAt > 0) tryPlay();
     },
     { once: true },
   );
   return {
     engine: 'native',
-    levels: () => [],
-    currentLevel: () => -1,
-    isAuto: () => true,
-    setLevel: () => {},
+    ...SINGLE_LEVEL,
     destroy: () => {},
   };
 }
@@ -174,43 +139,30 @@ function createDashPlayer(src, gen, startAt) {
   let rendered = null; // representation on screen (QUALITY_CHANGE_RENDERED)
   let auto = true;
 
-  player.updateSettings({
-    debug: { logLevel: dashjs.Debug?.LOG_LEVEL_WARNING ?? 3 },
-    streaming: { abr: { autoSwitchBitrate: { video: true } }, cmcd: { enabled: false } },
+  player.updateSettings(dashSettings(dashjs));
+  handleDashErrors(player, events, {
+    record: (fatal, text) => recordError(gen, fatal, text),
+    isCurrent: () => gen === generation,
+    giveUp: (text) => showMessage(`Playback failed: ${text}`),
   });
-  player.on(events.ERROR, (e) => {
-    const err = e.error || {};
-    const text = err.message || (typeof e.error === 'string' ? e.error : JSON.stringify(err));
-    recordError(gen, true, `dash error ${err.code ?? ''}: ${text}`);
-    if (gen === generation) showMessage(`Playback failed: ${text}`);
-  });
-  if (events.PLAYBACK_WARNING) {
-    player.on(events.PLAYBACK_WARNING, (e) => recordError(gen, false, `dash warning: ${e.error || ''}`));
-  }
   player.on(events.STREAM_INITIALIZED, () => {
-    onLevelsKnown(gen);
+    quality.levelsKnown(gen);
     if (autoplay || startAt > 0) tryPlay();
   });
   player.on(events.QUALITY_CHANGE_RENDERED, (e) => {
     if (e.mediaType !== 'video') return;
     rendered = e.newRepresentation || null;
-    onLevelChanged(gen);
+    quality.levelChanged(gen);
   });
 
-  const reps = () => {
-    try {
-      return player.getRepresentationsByType('video') || [];
-    } catch {
-      return []; // streaming not initialised yet
-    }
-  };
+  const reps = () => dashVideoReps(player);
   const indexOf = (rep) => (rep ? reps().findIndex((r) => r.id === rep.id) : -1);
 
   player.initialize(video, src, autoplay || startAt > 0, startAt > 0 ? startAt : NaN);
 
   return {
     engine: 'dash.js',
-    levels: () => reps().map((r, index) => ({ index, height: r.height, width: r.width, bitrate: r.bandwidth })),
+    levels: () => dashLevels(reps()),
     currentLevel: () => {
       let i = indexOf(rendered);
       if (i < 0 && video.videoHeight) i = reps().findIndex((r) => r.height === video.videoHeight);
@@ -225,23 +177,10 @@ function createDashPlayer(src, gen, startAt) {
     },
     isAuto: () => auto,
     setLevel: (i) => {
-      auto = !(i >= 0);
-      player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: auto } } } });
-      if (auto) return;
-      if (typeof player.setRepresentationForTypeByIndex === 'function') {
-        player.setRepresentationForTypeByIndex('video', i, true); // dash.js v5
-      } else if (typeof player.setQualityFor === 'function') {
-        player.setQualityFor('video', i, true); // dash.js v4
-      }
+      auto = setDashLevel(player, i);
     },
     destroy: () => player.destroy(),
   };
-}
-
-function tryPlay() {
-  if (autoplay) video.muted = true;
-  const p = video.play();
-  if (p && p.catch) p.catch((err) => console.warn(`oxcast: play() refused: ${err.message}`));
 }
 
 // ---------------------------------------------------------------------------
@@ -250,17 +189,10 @@ function tryPlay() {
 
 function teardown() {
   generation += 1;
-  if (current) {
-    try {
-      current.destroy();
-    } catch (err) {
-      console.warn('oxcast: player teardown failed', err);
-    }
-    current = null;
-  }
-  video.removeAttribute('src');
-  video.load();
-  setQualityOptions([]);
+  const old = current;
+  current = null;
+  destroyPlayer(old, video);
+  quality.setLevels([]);
 }
 
 async function startPlayer(startAt = 0) {
@@ -298,7 +230,7 @@ async function startPlayer(startAt = 0) {
     recordError(gen, true, `${protocol} setup: ${err.message}`);
     showMessage(err.message);
   }
-  updateInfo();
+  quality.updateInfo();
 }
 
 function switchProtocol(next) {
@@ -307,99 +239,18 @@ function switchProtocol(next) {
   const resumeAt = video.currentTime > 0 && !video.ended ? video.currentTime : 0;
   protocol = next;
   syncProtocolButtons();
-  const q = new URLSearchParams(location.search);
-  q.set('protocol', protocol);
-  history.replaceState(null, '', `${location.pathname}?${q}`);
+  setProtocolParam(protocol);
   if (meta && meta.status === 'ready') startPlayer(resumeAt);
 }
 
-function syncProtocolButtons() {
-  for (const b of ui.protoButtons) b.setAttribute('aria-pressed', String(b.dataset.protocol === protocol));
-}
+const syncProtocolButtons = () => markProtocolButtons(ui.protoButtons, protocol);
+bindProtocolButtons(ui.protoButtons, switchProtocol);
 
-for (const b of ui.protoButtons) b.addEventListener('click', () => switchProtocol(b.dataset.protocol));
-
-// ---------------------------------------------------------------------------
-// Quality menu and info line
-// ---------------------------------------------------------------------------
-
-const heightLabel = (l) => (l.height ? `${l.height}p` : `${Math.round(l.bitrate / 1000)} kbps`);
-
-function setQualityOptions(levels) {
-  const auto = new Option('Auto', '-1');
-  const sorted = [...levels].sort((a, b) => b.height - a.height || b.bitrate - a.bitrate);
-  const counts = new Map();
-  for (const l of sorted) counts.set(l.height, (counts.get(l.height) || 0) + 1);
-  const options = sorted.map((l) => {
-    const dup = counts.get(l.height) > 1;
-    const label = dup ? `${heightLabel(l)} · ${Math.round(l.bitrate / 1000)} kbps` : heightLabel(l);
-    return new Option(label, String(l.index));
-  });
-  ui.quality.replaceChildren(auto, ...options);
-  ui.quality.disabled = levels.length < 2;
-}
-
-function onLevelsKnown(gen) {
-  if (gen !== generation || !current) return;
-  setQualityOptions(current.levels());
-  syncQualityMenu();
-  updateInfo();
-}
-
-function onLevelChanged(gen) {
-  if (gen !== generation) return;
-  syncQualityMenu();
-  updateInfo();
-}
-
-function syncQualityMenu() {
-  if (!current) return;
-  const levels = current.levels();
-  const now = levels[current.currentLevel()];
-  const autoOpt = ui.quality.options[0];
-  if (autoOpt) autoOpt.textContent = now && current.isAuto() ? `Auto (${heightLabel(now)})` : 'Auto';
-  ui.quality.value = current.isAuto() ? '-1' : String(current.currentLevel());
-}
-
-ui.quality.addEventListener('change', () => {
-  if (!current) return;
-  current.setLevel(Number(ui.quality.value));
-  syncQualityMenu();
-  updateInfo();
-});
-
-function updateInfo() {
-  if (!current) {
-    ui.info.textContent = '';
-    return;
-  }
-  const parts = [`${protocol.toUpperCase()} via ${current.engine}`];
-  const levels = current.levels();
-  const now = levels[current.currentLevel()];
-  if (video.videoWidth) parts.push(`${video.videoWidth}×${video.videoHeight}`);
-  if (now?.bitrate) parts.push(`${Math.round(now.bitrate / 1000)} kbps`);
-  if (levels.length) parts.push(`${levels.length} qualities`);
-  ui.info.textContent = parts.join(' · ');
-}
-
-video.addEventListener('resize', updateInfo);
-video.addEventListener('error', () => {
-  const e = video.error;
-  if (!e || !current) return; // teardown empties the element; not an error
-  const names = ['', 'MEDIA_ERR_ABORTED', 'MEDIA_ERR_NETWORK', 'MEDIA_ERR_DECODE', 'MEDIA_ERR_SRC_NOT_SUPPORTED'];
-  recordError(generation, true, `video ${names[e.code] || e.code}: ${e.message || ''}`);
-});
+reportMediaErrors(video, () => Boolean(current), (text) => recordError(generation, true, text));
 
 // ---------------------------------------------------------------------------
 // Video metadata
 // ---------------------------------------------------------------------------
-
-function videoIdFromPath() {
-  const segs = location.pathname.split('/').filter(Boolean);
-  const i = segs.indexOf('watch');
-  if (i >= 0 && segs[i + 1]) return decodeURIComponent(segs[i + 1]);
-  return params.get('id') || '';
-}
 
 function showVideo(v) {
   meta = v;
@@ -432,7 +283,7 @@ function showVideo(v) {
 
 async function main() {
   syncProtocolButtons();
-  const id = videoIdFromPath();
+  const id = idFromPath('watch', params);
   if (!id) {
     ui.title.textContent = 'No video selected';
     showMessage('No video id in the address.');

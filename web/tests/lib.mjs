@@ -1,4 +1,5 @@
-// Shared bits of the browser tests: argument parsing, Chromium launch, page logs.
+// Shared bits of the browser tests: argument parsing, Chromium launch, page logs,
+// failure reporting and the run/exit wrapper.
 
 import { chromium } from 'playwright-core';
 
@@ -26,6 +27,22 @@ export function parseArgs(argv, spec) {
     }
   }
   return out;
+}
+
+/**
+ * Parses `process.argv` with `spec` (see parseArgs), then `check(args)` (may
+ * normalise values, throws on bad ones). On error prints the usage and exits 2.
+ */
+export function parseCli(spec, usage, check = () => {}) {
+  try {
+    const args = parseArgs(process.argv.slice(2), spec);
+    check(args);
+    return args;
+  } catch (err) {
+    console.error(`usage error: ${err.message}`);
+    console.error(`usage: ${usage}`);
+    process.exit(2);
+  }
 }
 
 export const CHROMIUM_ARGS = [
@@ -78,3 +95,39 @@ export function printLogs(logs) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A test failure: reported by its message alone (other errors with their stack). */
+export class Failure extends Error {}
+
+/** Fatal lines of a player hook's `errors` (entries start with 'fatal' / 'non-fatal'). */
+export const fatalErrors = (s) => (s ? s.errors.filter((e) => e.startsWith('fatal')) : []);
+
+/** The last observed player state (without its errors), then the player's error lines. */
+export function printPlayerState(last) {
+  console.error(`player state: ${JSON.stringify({ ...last, errors: undefined })}`);
+  if (last.errors.length) {
+    console.error('player errors:');
+    for (const e of last.errors) console.error(`  ${e}`);
+  }
+}
+
+/**
+ * Runs `run()` and exits: 0 when it resolves; 1 when it throws, after printing
+ * `FAIL (label): reason`, `onFail()` (extra state) and the page logs on stderr.
+ * `logs()` / `browser()` read the test's current logs and browser (set by run).
+ */
+export async function runTest(run, { label, onFail = () => {}, logs, browser }) {
+  let code = 0;
+  try {
+    await run();
+  } catch (err) {
+    code = 1;
+    console.error(`FAIL (${label}): ${err instanceof Failure ? err.message : err.stack || err}`);
+    onFail();
+    printLogs(logs());
+  } finally {
+    const b = browser();
+    if (b) await b.close().catch(() => {});
+  }
+  process.exit(code);
+}

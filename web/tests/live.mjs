@@ -16,7 +16,17 @@
 // Passes: one JSON line on stdout, exit 0. Fails: the reason, the player state
 // and page/console errors on stderr, exit 1 (2 for bad arguments).
 
-import { parseArgs, launch, collectLogs, printLogs, defaultChromium, sleep } from './lib.mjs';
+import {
+  parseCli,
+  launch,
+  collectLogs,
+  defaultChromium,
+  sleep,
+  Failure,
+  fatalErrors,
+  printPlayerState,
+  runTest,
+} from './lib.mjs';
 
 const START_TIMEOUT_MS = 40_000;
 const SAMPLE_MS = 500;
@@ -27,29 +37,16 @@ const DVR_MAX_TIME_S = 6.5; // 0.5 + 3 s of play + slack for a slow seek/start
 const DVR_SEEK_TIMEOUT_MS = 15_000;
 const GO_LIVE_TIMEOUT_MS = 10_000;
 
-class Failure extends Error {}
-
-let args;
-try {
-  args = parseArgs(process.argv.slice(2), {
-    base: undefined,
-    stream: undefined,
-    seconds: '12',
-    'max-latency': '4',
-    dvr: false,
-    chromium: defaultChromium(),
-  });
-  args.seconds = Number(args.seconds);
-  args.maxLatency = Number(args['max-latency']);
-  if (!(args.seconds > 0)) throw new Error('--seconds must be a positive number');
-  if (!(args.maxLatency > 0)) throw new Error('--max-latency must be a positive number');
-} catch (err) {
-  console.error(`usage error: ${err.message}`);
-  console.error(
-    'usage: node web/tests/live.mjs --base URL --stream ID [--seconds 12] [--max-latency 4] [--dvr] [--chromium PATH]',
-  );
-  process.exit(2);
-}
+const args = parseCli(
+  { base: undefined, stream: undefined, seconds: '12', 'max-latency': '4', dvr: false, chromium: defaultChromium() },
+  'node web/tests/live.mjs --base URL --stream ID [--seconds 12] [--max-latency 4] [--dvr] [--chromium PATH]',
+  (a) => {
+    a.seconds = Number(a.seconds);
+    a.maxLatency = Number(a['max-latency']);
+    if (!(a.seconds > 0)) throw new Error('--seconds must be a positive number');
+    if (!(a.maxLatency > 0)) throw new Error('--max-latency must be a positive number');
+  },
+);
 
 const base = args.base.replace(/\/+$/, '');
 const url = `${base}/streams/${encodeURIComponent(args.stream)}?autoplay=1`;
@@ -99,7 +96,6 @@ async function state(page) {
   });
 }
 
-const fatalErrors = (s) => (s ? s.errors.filter((e) => e.startsWith('fatal')) : []);
 const round = (x, d = 3) => (typeof x === 'number' ? Number(x.toFixed(d)) : x);
 
 function checkHealthy(s, phase) {
@@ -290,21 +286,9 @@ async function run() {
   );
 }
 
-let code = 0;
-try {
-  await run();
-} catch (err) {
-  code = 1;
-  console.error(`FAIL (live stream ${args.stream}): ${err instanceof Failure ? err.message : err.stack || err}`);
-  if (last) {
-    console.error(`player state: ${JSON.stringify({ ...last, errors: undefined })}`);
-    if (last.errors.length) {
-      console.error('player errors:');
-      for (const e of last.errors) console.error(`  ${e}`);
-    }
-  }
-  printLogs(logs);
-} finally {
-  if (browser) await browser.close().catch(() => {});
-}
-process.exit(code);
+await runTest(run, {
+  label: `live stream ${args.stream}`,
+  onFail: () => last && printPlayerState(last),
+  logs: () => logs,
+  browser: () => browser,
+});

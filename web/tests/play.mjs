@@ -11,29 +11,30 @@
 // 2 s more. Otherwise prints the reason (plus player errors, console errors,
 // page errors and failed requests) on stderr and exits 1.
 
-import { parseArgs, launch, collectLogs, printLogs, defaultChromium, sleep } from './lib.mjs';
+import {
+  parseCli,
+  launch,
+  collectLogs,
+  defaultChromium,
+  sleep,
+  Failure,
+  fatalErrors,
+  printPlayerState,
+  runTest,
+} from './lib.mjs';
 
 const START_TIMEOUT_MS = 60_000;
 const SWITCH_TIMEOUT_MS = 30_000;
 const PLAY_BEFORE_SWITCH_S = 5;
 const ADVANCE_AFTER_SWITCH_S = 2;
 
-class Failure extends Error {}
-
-let args;
-try {
-  args = parseArgs(process.argv.slice(2), {
-    base: undefined,
-    video: undefined,
-    protocol: 'hls',
-    chromium: defaultChromium(),
-  });
-  if (!['hls', 'dash'].includes(args.protocol)) throw new Error('--protocol must be hls or dash');
-} catch (err) {
-  console.error(`usage error: ${err.message}`);
-  console.error('usage: node web/tests/play.mjs --base URL --video ID --protocol hls|dash [--chromium PATH]');
-  process.exit(2);
-}
+const args = parseCli(
+  { base: undefined, video: undefined, protocol: 'hls', chromium: defaultChromium() },
+  'node web/tests/play.mjs --base URL --video ID --protocol hls|dash [--chromium PATH]',
+  (a) => {
+    if (!['hls', 'dash'].includes(a.protocol)) throw new Error('--protocol must be hls or dash');
+  },
+);
 
 const base = args.base.replace(/\/+$/, '');
 const url = `${base}/watch/${encodeURIComponent(args.video)}?protocol=${args.protocol}&autoplay=1`;
@@ -70,8 +71,6 @@ async function state(page) {
     };
   });
 }
-
-const fatalErrors = (s) => (s ? s.errors.filter((e) => e.startsWith('fatal')) : []);
 
 function checkHealthy(s, phase) {
   const fatal = fatalErrors(s);
@@ -152,21 +151,9 @@ async function run() {
   console.log(JSON.stringify(summary));
 }
 
-let code = 0;
-try {
-  await run();
-} catch (err) {
-  code = 1;
-  console.error(`FAIL (${args.protocol}, video ${args.video}): ${err instanceof Failure ? err.message : err.stack || err}`);
-  if (last) {
-    console.error(`player state: ${JSON.stringify({ ...last, errors: undefined })}`);
-    if (last.errors.length) {
-      console.error('player errors:');
-      for (const e of last.errors) console.error(`  ${e}`);
-    }
-  }
-  printLogs(logs);
-} finally {
-  if (browser) await browser.close().catch(() => {});
-}
-process.exit(code);
+await runTest(run, {
+  label: `${args.protocol}, video ${args.video}`,
+  onFail: () => last && printPlayerState(last),
+  logs: () => logs,
+  browser: () => browser,
+});

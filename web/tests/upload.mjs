@@ -10,26 +10,17 @@
 // within 180 s. Otherwise prints the reason on stderr and exits 1.
 
 import { existsSync } from 'node:fs';
-import { parseArgs, launch, collectLogs, printLogs, defaultChromium, sleep } from './lib.mjs';
+import { parseCli, launch, collectLogs, defaultChromium, sleep, Failure, runTest } from './lib.mjs';
 
 const TIMEOUT_MS = 180_000;
 
-class Failure extends Error {}
-
-let args;
-try {
-  args = parseArgs(process.argv.slice(2), {
-    base: undefined,
-    file: undefined,
-    title: '',
-    chromium: defaultChromium(),
-  });
-  if (!existsSync(args.file)) throw new Error(`no such file: ${args.file}`);
-} catch (err) {
-  console.error(`usage error: ${err.message}`);
-  console.error('usage: node web/tests/upload.mjs --base URL --file PATH --title TITLE [--chromium PATH]');
-  process.exit(2);
-}
+const args = parseCli(
+  { base: undefined, file: undefined, title: '', chromium: defaultChromium() },
+  'node web/tests/upload.mjs --base URL --file PATH --title TITLE [--chromium PATH]',
+  (a) => {
+    if (!existsSync(a.file)) throw new Error(`no such file: ${a.file}`);
+  },
+);
 
 const base = args.base.replace(/\/+$/, '');
 let browser;
@@ -82,15 +73,9 @@ async function run() {
   console.log(JSON.stringify({ video_id: last.videoId }));
 }
 
-let code = 0;
-try {
-  await run();
-} catch (err) {
-  code = 1;
-  console.error(`FAIL (upload ${args.file}): ${err instanceof Failure ? err.message : err.stack || err}`);
-  if (last) console.error(`page state: ${JSON.stringify(last)}`);
-  printLogs(logs);
-} finally {
-  if (browser) await browser.close().catch(() => {});
-}
-process.exit(code);
+await runTest(run, {
+  label: `upload ${args.file}`,
+  onFail: () => last && console.error(`page state: ${JSON.stringify(last)}`),
+  logs: () => logs,
+  browser: () => browser,
+});

@@ -19,6 +19,11 @@ const STATIC: &[(&str, &str, &[u8])] = &[
     ("app.js", JS, include_bytes!("../../../web/static/app.js")),
     ("live.js", JS, include_bytes!("../../../web/static/live.js")),
     (
+        "player.js",
+        JS,
+        include_bytes!("../../../web/static/player.js"),
+    ),
+    (
         "streams.js",
         JS,
         include_bytes!("../../../web/static/streams.js"),

@@ -41,9 +41,8 @@ SEGMENT_S=2     # = oxcast's default live.segment_s (keyframe interval)
 PART_S=0.5      # = oxcast's default live.part_s
 LADDER=(720 360) # OXCAST_LIVE__RUNGS; short-side heights, those above the source are dropped
 
-usage() {
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
-}
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 while (($#)); do
     case "$1" in
@@ -76,18 +75,6 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT_DIR="$BENCH_DIR/out"
 OUT_JSON="$OUT_DIR/live-$STAMP.json"
 SERVER_LOG="$SCRATCH/server.log"
-
-stop_pid() { # pid: TERM, wait up to 5 s, then KILL
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 server_warnings() { # WARN/ERROR lines of the server log, colour codes stripped
     [[ -f $SERVER_LOG ]] || return 0
@@ -140,14 +127,7 @@ forget() { # pid: waited for, so cleanup must not signal it (the number may be r
     for i in "${!PIDS[@]}"; do [[ ${PIDS[$i]} == "$1" ]] && PIDS[$i]=""; done
     return 0
 }
-now() { echo "$EPOCHREALTIME"; }
-calc() { awk "BEGIN { printf \"%.3f\", $* }"; }
 past() { awk -v n="$(now)" -v d="$1" 'BEGIN{exit !(n>d)}'; }
-log_tail() { # file
-    echo "---- last lines of $1 ----" >&2
-    tail -n 25 "$1" >&2 || true
-    echo "----" >&2
-}
 fail() {
     echo >&2
     echo "ERROR: $*" >&2

@@ -31,9 +31,8 @@ FPS=30
 SEGMENT_S=4          # keyframe interval = oxcast's default transcode.segment_s
 AUDIO_BITRATE=128k   # = oxcast's default transcode.audio_bitrate
 
-usage() {
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
-}
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 while (($#)); do
     case "$1" in
@@ -74,18 +73,6 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT_DIR="$BENCH_DIR/out"
 OUT_JSON="$OUT_DIR/vod-$STAMP.json"
 
-stop_pid() { # pid: TERM, wait up to 5 s, then KILL
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     local rc=$?
     [[ -n $UPLOAD_PID ]] && stop_pid "$UPLOAD_PID"
@@ -100,13 +87,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-now() { echo "$EPOCHREALTIME"; }
-calc() { awk "BEGIN { printf \"%.3f\", $* }"; }
-log_tail() { # file
-    echo "---- last lines of $1 ----" >&2
-    tail -n 25 "$1" >&2 || true
-    echo "----" >&2
-}
 
 # ---------------------------------------------------------------- results / JSON
 A_WALL="" B_WALL="" C_WALL="" C_UPLOAD_WALL="" C_QUEUE_WAIT="" C_ERROR="" VIDEO_ID=""

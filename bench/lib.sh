@@ -24,3 +24,22 @@ log_tail() { # file
     tail -n 25 "$1" >&2 || true
     echo "----" >&2
 }
+
+oxcast_bin() { # prefix -> sets BIN: $OXCAST_BIN as is, else (re)builds target/release/oxcast
+    # Always (re)build: a no-op when up to date, and never benchmarks a stale binary.
+    local p=$1
+    if [[ -n ${OXCAST_BIN:-} ]]; then
+        BIN=$OXCAST_BIN
+        [[ -x $BIN ]] || fail "${p}oxcast binary not found: OXCAST_BIN=$BIN is not an executable"
+        return
+    fi
+    BIN="$ROOT/target/release/oxcast"
+    if command -v cargo >/dev/null; then
+        echo "    cargo build --release -p oxcast (log: build.log in scratch) ..."
+        (cd "$ROOT" && cargo build --release -p oxcast) >"$SCRATCH/build.log" 2>&1 \
+            || { log_tail "$SCRATCH/build.log"; fail "${p}oxcast binary not found / build failed"; }
+    elif [[ -x $BIN ]]; then
+        echo "    note: cargo not installed; using the existing $BIN"
+    fi
+    [[ -x $BIN ]] || fail "${p}oxcast binary not found / build failed: no $BIN"
+}

@@ -163,20 +163,7 @@ rate_k() { # height -> kbit/s, as oxcast's live ladder
 }
 
 # ---------------------------------------------------------------- binary
-if [[ -n ${OXCAST_BIN:-} ]]; then
-    BIN=$OXCAST_BIN
-    [[ -x $BIN ]] || fail "oxcast binary not found: OXCAST_BIN=$BIN is not an executable"
-else
-    BIN="$ROOT/target/release/oxcast"
-    if command -v cargo >/dev/null; then
-        echo "cargo build --release -p oxcast (log: build.log in scratch) ..."
-        (cd "$ROOT" && cargo build --release -p oxcast) >"$SCRATCH/build.log" 2>&1 \
-            || { log_tail "$SCRATCH/build.log"; fail "oxcast build failed"; }
-    elif [[ -x $BIN ]]; then
-        echo "note: cargo not installed; using the existing $BIN"
-    fi
-    [[ -x $BIN ]] || fail "oxcast binary not found / build failed: no $BIN"
-fi
+oxcast_bin ""
 echo "binary:  $BIN"
 
 # ---------------------------------------------------------------- server

@@ -263,21 +263,7 @@ echo
 
 # ---------------------------------------------------------------- (c) oxcast
 echo "(c) oxcast: upload complete -> ready ..."
-if [[ -n ${OXCAST_BIN:-} ]]; then
-    BIN=$OXCAST_BIN
-    [[ -x $BIN ]] || fail "(c) oxcast binary not found: OXCAST_BIN=$BIN is not an executable"
-else
-    # Always (re)build: a no-op when up to date, and never benchmarks a stale binary.
-    BIN="$ROOT/target/release/oxcast"
-    if command -v cargo >/dev/null; then
-        echo "    cargo build --release -p oxcast (log: build.log in scratch) ..."
-        (cd "$ROOT" && cargo build --release -p oxcast) >"$SCRATCH/build.log" 2>&1 \
-            || { log_tail "$SCRATCH/build.log"; fail "(c) oxcast binary not found / build failed"; }
-    elif [[ -x $BIN ]]; then
-        echo "    note: cargo not installed; using the existing $BIN"
-    fi
-    [[ -x $BIN ]] || fail "(c) oxcast binary not found / build failed: no $BIN"
-fi
+oxcast_bin "(c) "
 echo "    binary: $BIN"
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')

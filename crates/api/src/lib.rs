@@ -9,9 +9,12 @@
 //! - `/`, `/watch/{video}`, `/static/…`: the web UI ([`web`]); `/metrics`, `/healthz`.
 
 pub mod error;
+pub mod limits;
 pub mod live;
 pub mod openapi;
 pub mod origin;
+pub mod ratelog;
+pub mod serve;
 pub mod signing;
 pub mod uploads;
 pub mod videos;
@@ -30,8 +33,10 @@ use oxcast_base::clock::SharedClock;
 use oxcast_base::Config;
 use oxcast_db::Db;
 use oxcast_store::Store;
+use std::time::Duration;
 use tokio::sync::Notify;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
@@ -52,6 +57,8 @@ pub struct Inner {
     pub metrics: Option<PrometheusHandle>,
     /// Live streaming, when enabled.
     pub live: Option<Arc<oxcast_live::LiveManager>>,
+    /// Part uploads in flight, per address and in total.
+    pub part_gate: limits::Gate,
 }
 
 impl std::ops::Deref for AppState {
@@ -132,7 +139,25 @@ pub fn router(state: AppState) -> Router {
         .merge(web::routes())
         .layer(middleware::from_fn(count_requests))
         .layer(cors)
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs_f64(
+            state.config.http.body_idle_timeout_s.max(0.1),
+        )))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(error::request_id))
+        .with_state(state)
+}
+
+/// What an overflow connection gets (see [`serve`]): health and metrics, 503 for the rest.
+pub fn health_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async {
+            ApiError::Unavailable {
+                message: "the server is at its connection limit; retry shortly".into(),
+                retry_after: Duration::from_secs(1),
+            }
+        })
         .with_state(state)
 }
 
@@ -179,7 +204,10 @@ async fn count_requests(req: Request, next: Next) -> Response {
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.db.ping().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}\n")).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: the database does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
     }
 }
 

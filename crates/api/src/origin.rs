@@ -92,6 +92,18 @@ fn quote_etag(e: &str) -> String {
     }
 }
 
+/// `If-None-Match` uses the weak comparison (RFC 9110 13.1.2): `W/"x"` matches `"x"`.
+fn none_match_hits(header: &str, etag: &str) -> bool {
+    let opaque = |t: &str| {
+        let t = t.trim();
+        t.strip_prefix("W/").unwrap_or(t).to_string()
+    };
+    let ours = opaque(etag);
+    header
+        .split(',')
+        .any(|t| t.trim() == "*" || opaque(t) == ours)
+}
+
 pub async fn serve(
     State(state): State<AppState>,
     Path((video, path)): Path<(String, String)>,
@@ -124,7 +136,7 @@ pub async fn serve(
 
     if let (Some(inm), Some(etag)) = (headers.get(header::IF_NONE_MATCH), &etag) {
         let inm = inm.to_str().unwrap_or_default();
-        if inm.split(',').any(|t| t.trim() == etag || t.trim() == "*") {
+        if none_match_hits(inm, etag) {
             return Ok((StatusCode::NOT_MODIFIED, common).into_response());
         }
     }
@@ -169,6 +181,17 @@ pub async fn serve(
 mod tests {
     use super::*;
     use RangeRequest::*;
+
+    #[test]
+    fn if_none_match_compares_weakly() {
+        assert!(none_match_hits("\"abc\"", "\"abc\""));
+        assert!(none_match_hits("W/\"abc\"", "\"abc\""));
+        assert!(none_match_hits("\"abc\"", "W/\"abc\""));
+        assert!(none_match_hits("\"x\", W/\"abc\"", "\"abc\""));
+        assert!(none_match_hits("*", "\"abc\""));
+        assert!(!none_match_hits("W/\"abd\"", "\"abc\""));
+        assert!(!none_match_hits("abc", "\"abc\""));
+    }
 
     #[test]
     fn ranges() {

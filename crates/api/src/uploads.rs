@@ -8,16 +8,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use oxcast_base::UploadId;
-use oxcast_db::{CompleteError, NewUpload, Upload, UploadPart, UploadState};
+use oxcast_db::{CompleteError, NewUpload, PartRecorded, Upload, UploadPart, UploadState};
 use oxcast_store::keys;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
+use crate::limits::{ClientAddr, Refused};
 use crate::videos::VideoView;
 use crate::AppState;
 
@@ -135,6 +135,11 @@ pub async fn create(
             "title must be at most 300 bytes".into(),
         ));
     }
+    if title.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "title must not contain control characters (NUL, escape, newlines)".into(),
+        ));
+    }
     let now = state.clock.now_ms();
     let part_size = state.config.upload.part_size.max(1);
     let expires_ms = now + state.config.upload.url_ttl_s as i64 * 1000;
@@ -226,10 +231,16 @@ pub struct PartQuery {
 }
 
 /// Receives one part. The URL's signature is the only credential.
+///
+/// The body streams to storage as it arrives (bounded memory whatever the part size), hashed on
+/// the way, into an object of its own; only then is the part recorded, pointing at that object.
+/// A part's record therefore always names bytes whose MD5 is its ETag, however many PUTs of the
+/// same part race, and the object a record replaced is removed afterwards.
 pub async fn put_part(
     State(state): State<AppState>,
     Path((upload_id, part_number)): Path<(String, String)>,
     Query(q): Query<PartQuery>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -244,6 +255,17 @@ pub async fn put_part(
         .signer
         .verify(id, n, expires, &sig, state.clock.now_ms() / 1000)
         .map_err(|e| ApiError::Forbidden(e.to_string()))?;
+    let _permit = state.part_gate.try_acquire(addr).map_err(|r| {
+        let message = match r {
+            Refused::Addr => "too many part uploads at once from this address; retry shortly",
+            Refused::Total => "the server is receiving as many parts as it can; retry shortly",
+        };
+        metrics::counter!("oxcast_part_uploads_refused_total").increment(1);
+        ApiError::TooManyRequests {
+            message: message.into(),
+            retry_after: std::time::Duration::from_secs(1),
+        }
+    })?;
 
     let upload = state
         .db
@@ -259,10 +281,10 @@ pub async fn put_part(
             upload.part_count()
         ))
     })?;
-    let too_large = |got: u64| {
+    let part_size = upload.part_size;
+    let too_large = move |got: u64| {
         ApiError::TooLarge(format!(
-            "part {n} must be {expected} bytes (part_size {}); got {got} or more",
-            upload.part_size
+            "part {n} must be {expected} bytes (part_size {part_size}); got {got} or more"
         ))
     };
     if let Some(len) = headers
@@ -275,49 +297,88 @@ pub async fn put_part(
         }
     }
 
-    let mut data = BytesMut::with_capacity(expected.min(64 << 20) as usize);
-    let mut md5 = Md5::new();
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading part {n}: {e}")))?;
-        if data.len() as u64 + chunk.len() as u64 > expected {
-            return Err(too_large(data.len() as u64 + chunk.len() as u64));
+    let object = hex::encode(rand::random::<[u8; 8]>());
+    let key = keys::upload_part(id, n, Some(&object));
+    let md5 = std::sync::Arc::new(std::sync::Mutex::new(Md5::new()));
+    let hasher = md5.clone();
+    let mut received = 0u64;
+    let body = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| body_error(n, &e))?;
+        received += chunk.len() as u64;
+        if received > expected {
+            return Err(too_large(received));
         }
-        md5.update(&chunk);
-        data.extend_from_slice(&chunk);
-    }
-    if data.len() as u64 != expected {
+        hasher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(&chunk);
+        Ok(chunk)
+    });
+    let size = state.store.put_stream(&key, Box::pin(body)).await??;
+    let remove_new = || async {
+        if let Err(e) = state.store.delete(&key).await {
+            tracing::warn!(%key, error = %e, "could not remove a refused part; the reconciler will");
+        }
+    };
+    if size != expected {
+        remove_new().await;
         return Err(ApiError::BadRequest(format!(
-            "part {n} must be {expected} bytes; got {}",
-            data.len()
+            "part {n} must be {expected} bytes; got {size}"
         )));
     }
-    let etag = format!("\"{}\"", hex::encode(md5.finalize()));
-    let size = data.len() as u64;
-    state
-        .store
-        .put(&keys::upload_part(id, n), Bytes::from(data))
-        .await?;
-    state
-        .db
-        .put_part(
-            id,
-            &UploadPart {
-                part_number: n,
-                size,
-                etag: etag.clone(),
-            },
-            state.clock.now_ms(),
-        )
-        .await?;
+    let digest = std::mem::take(&mut *md5.lock().unwrap_or_else(|e| e.into_inner())).finalize();
+    let etag = format!("\"{}\"", hex::encode(digest));
+    let part = UploadPart {
+        part_number: n,
+        size,
+        etag: etag.clone(),
+        object: Some(object),
+    };
+    match state.db.put_part(id, &part, state.clock.now_ms()).await {
+        Ok(PartRecorded::Stored { replaced }) => {
+            if let Some(old) = replaced {
+                let old_key = keys::upload_part(id, n, old.object.as_deref());
+                if let Err(e) = state.store.delete(&old_key).await {
+                    tracing::warn!(key = %old_key, error = %e, "could not remove a replaced part; the reconciler will");
+                }
+            }
+        }
+        Ok(PartRecorded::UploadGone) => {
+            remove_new().await;
+            return Err(ApiError::NotFound("upload".into()));
+        }
+        Ok(PartRecorded::UploadClosed) => {
+            remove_new().await;
+            return Err(ApiError::Conflict("the upload is already complete".into()));
+        }
+        Err(e) => {
+            remove_new().await;
+            return Err(e.into());
+        }
+    }
     metrics::counter!("oxcast_upload_bytes_total").increment(size);
     Ok((StatusCode::OK, [(header::ETAG, etag)]).into_response())
+}
+
+/// A body that failed mid-way: stalled past the idle timeout, or the client went away.
+fn body_error(n: u32, e: &axum::Error) -> ApiError {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::Timeout(format!(
+                "part {n}: the body stopped arriving; send the part again"
+            ));
+        }
+        source = s.source();
+    }
+    ApiError::BadRequest(format!("reading part {n}: {e}"))
 }
 
 /// Finish an upload: every part must be stored with the ETag given here.
 #[utoipa::path(post, path = "/api/v1/uploads/{upload_id}/complete", params(("upload_id" = String, Path)),
     request_body = CompleteUpload,
-    responses((status = 202, body = VideoView), (status = 400, description = "names the missing or mismatched parts"), (status = 404)))]
+    responses((status = 202, body = VideoView), (status = 400, description = "names the missing or mismatched parts"), (status = 404),
+        (status = 409, description = "already completed with other parts or ETags")))]
 pub async fn complete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -337,6 +398,7 @@ pub async fn complete(
     {
         Ok(v) => v,
         Err(CompleteError::NotFound) => return Err(ApiError::NotFound("upload".into())),
+        Err(e @ CompleteError::AlreadyCompleted) => return Err(ApiError::Conflict(e.to_string())),
         Err(e) => return Err(ApiError::BadRequest(e.to_string())),
     };
     tracing::info!(video = %video.id, upload = %id, "upload completed; processing queued");

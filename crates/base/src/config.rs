@@ -27,9 +27,11 @@ pub struct Config {
     pub database_url: Option<String>,
     /// When set, every `/api/v1` call needs `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
+    pub http: HttpConfig,
     pub upload: UploadConfig,
     pub limits: Limits,
     pub worker: WorkerConfig,
+    pub reconcile: ReconcileConfig,
     pub transcode: TranscodeConfig,
     pub live: LiveConfig,
 }
@@ -55,6 +57,37 @@ pub struct LiveConfig {
     pub passthrough: bool,
     /// x264 preset for live renditions (always with `-tune zerolatency`).
     pub preset: String,
+}
+
+/// What the HTTP server allows a connection, so that idle, slow or stalled clients cannot hold
+/// memory or descriptors for long.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request's headers must arrive within this many seconds of the server being ready for
+    /// them; this also closes a kept-alive connection that sits idle that long.
+    pub header_timeout_s: f64,
+    /// A request body that sends nothing for this many seconds is dropped (408).
+    pub body_idle_timeout_s: f64,
+    /// Connections served at once; further ones get only `/healthz` and `/metrics` (a few, with
+    /// a short header timeout), and beyond that are closed at once. Also capped by the process's
+    /// descriptor limit.
+    pub max_connections: usize,
+    /// Part uploads in flight at once, in total and from one address (429 beyond).
+    pub max_part_uploads: usize,
+    pub max_part_uploads_per_addr: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_s: 10.0,
+            body_idle_timeout_s: 10.0,
+            max_connections: 10_000,
+            max_part_uploads: 128,
+            max_part_uploads_per_addr: 16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -92,6 +125,29 @@ pub struct WorkerConfig {
     pub poll_ms: u64,
 }
 
+/// The reconciler: removes stored bytes that nothing in the database owns any more.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Seconds between passes (one also runs at start); 0 disables it.
+    pub interval_s: f64,
+    /// Objects and staging files younger than this are never removed: they may belong to a
+    /// write whose database record is about to land.
+    pub grace_s: f64,
+    /// An upload never completed is removed this long after its part URLs expired.
+    pub upload_expiry_margin_s: f64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            interval_s: 600.0,
+            grace_s: 3600.0,
+            upload_expiry_margin_s: 3600.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TranscodeConfig {
@@ -111,9 +167,11 @@ impl Default for Config {
             data_dir: PathBuf::from("oxcast-data"),
             database_url: None,
             api_token: None,
+            http: HttpConfig::default(),
             upload: UploadConfig::default(),
             limits: Limits::default(),
             worker: WorkerConfig::default(),
+            reconcile: ReconcileConfig::default(),
             transcode: TranscodeConfig::default(),
             live: LiveConfig::default(),
         }
@@ -185,9 +243,11 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "api_token",
+    "http",
     "upload",
     "limits",
     "worker",
+    "reconcile",
     "transcode",
     "live",
 ];

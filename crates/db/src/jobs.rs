@@ -267,6 +267,7 @@ mod tests {
                 part_number: 1,
                 size: 1,
                 etag: "e".into(),
+                object: None,
             },
             0,
         )

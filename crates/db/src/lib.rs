@@ -18,7 +18,7 @@ mod videos;
 pub use jobs::{Job, JobKind, JobOutcome};
 pub use live::{LiveSession, LiveStream, SessionStatus};
 pub use model::{Rendition, Upload, UploadPart, UploadState, Video, VideoStatus};
-pub use uploads::{CompleteError, NewUpload};
+pub use uploads::{CompleteError, NewUpload, PartRecorded};
 pub use videos::Published;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -5,6 +5,7 @@ use crate::{Db, Error, Result};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_live.sql")),
+    (3, include_str!("../migrations/0003_part_objects.sql")),
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<()> {

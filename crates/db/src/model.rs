@@ -141,6 +141,9 @@ pub struct UploadPart {
     pub part_number: u32,
     pub size: u64,
     pub etag: String,
+    /// The stored object's name suffix (see `oxcast_store::keys::upload_part`); `None` for
+    /// parts stored before objects were named per PUT.
+    pub object: Option<String>,
 }
 
 #[cfg(test)]

@@ -23,6 +23,35 @@ pub enum CompleteError {
     UnknownParts(Vec<u32>),
     #[error("stored parts add up to {stored} bytes, the upload declared {declared}")]
     SizeMismatch { stored: u64, declared: u64 },
+    #[error("the upload is already complete with other parts or ETags than these")]
+    AlreadyCompleted,
+}
+
+/// What became of a part PUT's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartRecorded {
+    /// Recorded; `replaced` is the earlier record of the same part, whose object is now unused.
+    Stored { replaced: Option<UploadPart> },
+    /// The upload (or its video) was deleted meanwhile.
+    UploadGone,
+    /// The upload was completed meanwhile; parts can no longer change.
+    UploadClosed,
+}
+
+pub(crate) fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn part_from_row(r: &AnyRow) -> Result<UploadPart> {
+    Ok(UploadPart {
+        part_number: r.try_get::<i64, _>("part_number")? as u32,
+        size: r.try_get::<i64, _>("size")? as u64,
+        etag: r.try_get("etag")?,
+        object: r.try_get("object")?,
+    })
 }
 
 fn upload_from_row(row: &AnyRow) -> Result<Upload> {
@@ -109,40 +138,113 @@ impl Db {
         row.as_ref().map(upload_from_row).transpose()
     }
 
-    /// Records a stored part; a re-sent part replaces the earlier record.
-    pub async fn put_part(&self, upload: UploadId, part: &UploadPart, now: Millis) -> Result<()> {
+    /// Records a stored part; a re-sent part replaces the earlier record, which is returned so
+    /// the caller can remove its object. Serialised per upload with `complete` (both start by
+    /// writing the upload row), so a part cannot change under a completion.
+    pub async fn put_part(
+        &self,
+        upload: UploadId,
+        part: &UploadPart,
+        now: Millis,
+    ) -> Result<PartRecorded> {
+        let mut tx = self.pool.begin().await?;
+        let open = sqlx::query("UPDATE uploads SET state = state WHERE id = $1 AND state = 'open'")
+            .bind(upload.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if open == 0 {
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT state FROM uploads WHERE id = $1")
+                    .bind(upload.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Ok(match exists {
+                None => PartRecorded::UploadGone,
+                Some(_) => PartRecorded::UploadClosed,
+            });
+        }
+        let old = sqlx::query(
+            "DELETE FROM upload_parts WHERE upload_id = $1 AND part_number = $2 \
+             RETURNING part_number, size, etag, object",
+        )
+        .bind(upload.to_string())
+        .bind(part.part_number as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
         sqlx::query(
-            "INSERT INTO upload_parts (upload_id, part_number, size, etag, updated_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (upload_id, part_number) DO UPDATE \
-             SET size = excluded.size, etag = excluded.etag, updated_at = excluded.updated_at",
+            "INSERT INTO upload_parts (upload_id, part_number, size, etag, object, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(upload.to_string())
         .bind(part.part_number as i64)
         .bind(part.size as i64)
         .bind(&part.etag)
+        .bind(part.object.as_deref())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(PartRecorded::Stored {
+            replaced: old.as_ref().map(part_from_row).transpose()?,
+        })
     }
 
     pub async fn parts(&self, upload: UploadId) -> Result<Vec<UploadPart>> {
         let rows = sqlx::query(
-            "SELECT part_number, size, etag FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
+            "SELECT part_number, size, etag, object FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
         )
         .bind(upload.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(UploadPart {
-                    part_number: r.try_get::<i64, _>("part_number")? as u32,
-                    size: r.try_get::<i64, _>("size")? as u64,
-                    etag: r.try_get("etag")?,
-                })
-            })
-            .collect()
+        rows.iter().map(part_from_row).collect()
+    }
+
+    /// Uploads still open after `expires_before`: their URLs are dead and nobody can finish them.
+    pub async fn expired_uploads(&self, expires_before: Millis) -> Result<Vec<Upload>> {
+        let rows = sqlx::query(
+            "SELECT id, video_id, size, part_size, state, created_at, expires_at FROM uploads \
+             WHERE state = 'open' AND expires_at < $1 ORDER BY expires_at LIMIT 1000",
+        )
+        .bind(expires_before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(upload_from_row).collect()
+    }
+
+    /// Removes an upload that was never completed, with its video (status `uploading`), in one
+    /// step; false if it was completed or removed meanwhile.
+    pub async fn delete_open_upload(&self, upload: &Upload) -> Result<bool> {
+        let r = sqlx::query(
+            "DELETE FROM videos WHERE id = $1 AND status = 'uploading' \
+             AND EXISTS (SELECT 1 FROM uploads WHERE id = $2 AND state = 'open')",
+        )
+        .bind(upload.video_id.to_string())
+        .bind(upload.id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Of `ids`, the uploads that exist, with the objects their parts name.
+    pub async fn uploads_with_parts(
+        &self,
+        ids: &[UploadId],
+    ) -> Result<std::collections::HashMap<UploadId, Vec<UploadPart>>> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in ids.chunks(200) {
+            let list = placeholders(chunk.len());
+            let sql = format!("SELECT id FROM uploads WHERE id IN ({list})");
+            let mut q = sqlx::query_scalar::<_, String>(&sql);
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            for id in q.fetch_all(&self.pool).await? {
+                let id: UploadId = id.parse().map_err(|e| corrupt("uploads", e))?;
+                out.insert(id, self.parts(id).await?);
+            }
+        }
+        Ok(out)
     }
 
     /// Checks the client's part list against what is stored and, in one transaction, marks the
@@ -159,11 +261,9 @@ impl Db {
             return Ok(Err(CompleteError::NotFound));
         };
         if upload.state == UploadState::Open {
-            let stored = self.parts(id).await?;
-            if let Err(e) = check_parts(&upload, &stored, claimed) {
-                return Ok(Err(e));
-            }
             let mut tx = self.pool.begin().await?;
+            // Flip first: this takes the upload's row (PostgreSQL) or the write lock (SQLite),
+            // so no part PUT can change the parts between the check and the commit.
             let flipped = sqlx::query(
                 "UPDATE uploads SET state = 'completed' WHERE id = $1 AND state = 'open'",
             )
@@ -172,6 +272,17 @@ impl Db {
             .await?
             .rows_affected();
             if flipped == 1 {
+                let rows = sqlx::query(
+                    "SELECT part_number, size, etag, object FROM upload_parts WHERE upload_id = $1",
+                )
+                .bind(id.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
+                let stored = rows.iter().map(part_from_row).collect::<Result<Vec<_>>>()?;
+                if let Err(e) = check_parts(&upload, &stored, claimed) {
+                    tx.rollback().await?;
+                    return Ok(Err(e));
+                }
                 sqlx::query(
                     "UPDATE videos SET status = 'queued', progress = 0, updated_at = $2 WHERE id = $1",
                 )
@@ -190,8 +301,18 @@ impl Db {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
+            } else {
+                // Completed by a concurrent call: answer as for any repeat below.
+                tx.rollback().await?;
+                return Box::pin(self.complete_upload(id, claimed, max_attempts, now)).await;
             }
-            tx.commit().await?;
+        } else {
+            // A repeated complete gets the same answer only for the same parts and ETags.
+            let stored = self.parts(id).await?;
+            if check_parts(&upload, &stored, claimed).is_err() {
+                return Ok(Err(CompleteError::AlreadyCompleted));
+            }
         }
         let row = sqlx::query(&format!(
             "SELECT {} FROM videos WHERE id = $1",
@@ -283,6 +404,7 @@ mod tests {
             part_number: n,
             size,
             etag: etag.into(),
+            object: Some(format!("{n}-{etag}")),
         }
     }
 
@@ -317,13 +439,22 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(v.status, VideoStatus::Queued);
-        // A retried complete is harmless.
+        // A retried complete is harmless; one with other ETags is a conflict.
         let again = db
             .complete_upload(up.id, &claimed, 3, 7)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(again.id, v.id);
+        let r = db.complete_upload(up.id, &wrong, 3, 8).await.unwrap();
+        assert_eq!(r.unwrap_err(), CompleteError::AlreadyCompleted);
+        let r = db.complete_upload(up.id, &[], 3, 8).await.unwrap();
+        assert_eq!(r.unwrap_err(), CompleteError::AlreadyCompleted);
+        // Parts are frozen once complete.
+        assert_eq!(
+            db.put_part(up.id, &part(1, 10, "\"z\""), 9).await.unwrap(),
+            PartRecorded::UploadClosed
+        );
         let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
             .fetch_one(db.pool())
             .await
@@ -366,6 +497,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.unwrap_err(), CompleteError::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_resent_part_names_the_record_it_replaced() {
+        let (db, _d) = sqlite().await;
+        let (video, up) = new_upload(&db, 20, 10).await;
+        assert_eq!(
+            db.put_part(up.id, &part(1, 10, "a"), 1).await.unwrap(),
+            PartRecorded::Stored { replaced: None }
+        );
+        assert_eq!(
+            db.put_part(up.id, &part(1, 10, "b"), 2).await.unwrap(),
+            PartRecorded::Stored {
+                replaced: Some(part(1, 10, "a"))
+            }
+        );
+        assert_eq!(db.parts(up.id).await.unwrap(), vec![part(1, 10, "b")]);
+        let found = db
+            .uploads_with_parts(&[up.id, UploadId::new()])
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[&up.id], vec![part(1, 10, "b")]);
+        assert!(db.delete_video(video.id).await.unwrap());
+        assert_eq!(
+            db.put_part(up.id, &part(2, 10, "c"), 3).await.unwrap(),
+            PartRecorded::UploadGone
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_open_uploads_are_found_and_removed_with_their_video() {
+        let (db, _d) = sqlite().await;
+        let (video, up) = new_upload(&db, 10, 10).await; // expires at 10_000
+        let (_, done) = new_upload(&db, 10, 10).await;
+        db.put_part(done.id, &part(1, 10, "a"), 1).await.unwrap();
+        db.complete_upload(done.id, &[(1, "a".into())], 3, 2)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(db.expired_uploads(10_000).await.unwrap().is_empty());
+        let expired = db.expired_uploads(10_001).await.unwrap();
+        assert_eq!(expired.iter().map(|u| u.id).collect::<Vec<_>>(), [up.id]);
+        assert!(db.delete_open_upload(&expired[0]).await.unwrap());
+        assert!(db.video(video.id).await.unwrap().is_none());
+        assert!(db.upload(up.id).await.unwrap().is_none());
+        assert!(!db.delete_open_upload(&expired[0]).await.unwrap());
+        assert!(db.upload(done.id).await.unwrap().is_some());
     }
 
     #[tokio::test]

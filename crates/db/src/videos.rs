@@ -61,6 +61,28 @@ impl Db {
     }
 
     /// Deletes the video and, by cascade, its upload, parts and jobs. Returns whether it existed.
+    /// Of `ids`, those with a video row.
+    pub async fn existing_videos(
+        &self,
+        ids: &[VideoId],
+    ) -> Result<std::collections::HashSet<VideoId>> {
+        let mut out = std::collections::HashSet::new();
+        for chunk in ids.chunks(200) {
+            let sql = format!(
+                "SELECT id FROM videos WHERE id IN ({})",
+                crate::uploads::placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_scalar::<_, String>(&sql);
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            for id in q.fetch_all(&self.pool).await? {
+                out.insert(id.parse().map_err(|e| crate::corrupt("videos", e))?);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn delete_video(&self, id: VideoId) -> Result<bool> {
         let r = sqlx::query("DELETE FROM videos WHERE id = $1")
             .bind(id.to_string())

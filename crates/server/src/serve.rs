@@ -37,8 +37,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
     let config = Arc::new(config);
     let data = &config.data_dir;
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("creating data dir {}", data.display()))?;
+    create_private_dir(data)?;
+    let nofile = raise_nofile_limit();
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -78,18 +78,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
-    let workers = oxcast_worker::run_workers(
-        Arc::new(WorkerContext {
-            db: db.clone(),
-            store: store.clone(),
-            config: config.clone(),
-            clock: clock.clone(),
-            node_id,
-            scratch,
-            wake: wake.clone(),
-        }),
-        shutdown.clone(),
-    );
+    let worker_ctx = Arc::new(WorkerContext {
+        db: db.clone(),
+        store: store.clone(),
+        config: config.clone(),
+        clock: clock.clone(),
+        node_id,
+        scratch,
+        wake: wake.clone(),
+    });
+    let mut workers = oxcast_worker::run_workers(worker_ctx.clone(), shutdown.clone());
+    workers.spawn(oxcast_worker::run_reconciler(worker_ctx, shutdown.clone()));
 
     let live = oxcast_live::LiveManager::new(
         db.clone(),
@@ -137,6 +136,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         wake,
         metrics: Some(metrics),
         live: Some(live.clone()),
+        part_gate: oxcast_api::limits::Gate::new(
+            config.http.max_part_uploads,
+            config.http.max_part_uploads_per_addr,
+        ),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -151,11 +154,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         signal.cancel();
     });
-    let http_shutdown = shutdown.clone();
-    axum::serve(listener, oxcast_api::router(state))
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await
-        .context("http server")?;
+    // Descriptors beyond the connections: database, objects, ffmpeg pipes, live ingest.
+    const RESERVED_FDS: u64 = 256;
+    const OVERFLOW: usize = 32;
+    let max_connections = config.http.max_connections.min(
+        nofile
+            .saturating_sub(RESERVED_FDS + OVERFLOW as u64)
+            .max(16) as usize,
+    );
+    tracing::info!(max_connections, "connection cap");
+    let limits = oxcast_api::serve::ServeLimits {
+        header_timeout: std::time::Duration::from_secs_f64(config.http.header_timeout_s.max(0.1)),
+        max_connections,
+        overflow: OVERFLOW,
+    };
+    oxcast_api::serve::serve(
+        listener,
+        oxcast_api::router(state.clone()),
+        oxcast_api::health_router(state),
+        limits,
+        shutdown.clone(),
+    )
+    .await
+    .context("http server")?;
     shutdown.cancel();
     live.shutdown().await;
     workers.join_all().await;
@@ -182,8 +203,11 @@ fn init_tracing() {
         .try_init();
 }
 
-/// A random hex secret kept in `path`, created on first start.
+/// A random hex secret kept in `path`, created on first start, readable by the owner only from
+/// the moment it exists.
 fn read_or_create(path: &Path, bytes: usize) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Ok(s) = std::fs::read_to_string(path) {
         let s = s.trim().to_string();
         if !s.is_empty() {
@@ -192,11 +216,61 @@ fn read_or_create(path: &Path, bytes: usize) -> anyhow::Result<String> {
     }
     let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
     let s = hex::encode(v);
-    std::fs::write(path, &s).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(s.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(s)
+}
+
+/// The data dir holds uploads, outputs and secrets: owner only.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
+    // An existing dir made by an older version, or by hand.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting data dir {} to its owner", dir.display()))?;
+    Ok(())
+}
+
+/// Raises the soft descriptor limit to the hard one (each connection is one) and returns the
+/// limit in force.
+fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            tracing::warn!("could not read the descriptor limit");
+            return 1024;
+        }
+        let soft = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+        tracing::info!(
+            soft_was = soft,
+            soft = lim.rlim_cur,
+            hard = lim.rlim_max,
+            "descriptor limit"
+        );
+    }
+    lim.rlim_cur
 }

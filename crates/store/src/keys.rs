@@ -1,7 +1,7 @@
 //! The object key layout, in one place.
 //!
 //! ```text
-//! uploads/{upload_id}/part-00001      parts of an upload in progress
+//! uploads/{upload_id}/part-00001.{o}  parts of an upload ({o}: one token per PUT)
 //! videos/{video_id}/master.m3u8       a published video: manifests, poster,
 //! videos/{video_id}/720p/init.mp4     and one folder per rendition
 //! videos/{video_id}/720p/seg-1.m4s
@@ -16,8 +16,14 @@ pub fn upload_prefix(upload: UploadId) -> Key {
     Key::from(format!("uploads/{upload}"))
 }
 
-pub fn upload_part(upload: UploadId, part_number: u32) -> Key {
-    Key::from(format!("uploads/{upload}/part-{part_number:05}"))
+/// A stored part. Every PUT of a part writes a new object, named by `object` (a random token
+/// chosen by the server), so a part's bytes never change under its recorded ETag; `None` is the
+/// fixed name parts had before that.
+pub fn upload_part(upload: UploadId, part_number: u32, object: Option<&str>) -> Key {
+    match object {
+        Some(o) => Key::from(format!("uploads/{upload}/part-{part_number:05}.{o}")),
+        None => Key::from(format!("uploads/{upload}/part-{part_number:05}")),
+    }
 }
 
 pub fn video_prefix(video: VideoId) -> Key {
@@ -53,8 +59,12 @@ mod tests {
     fn layout() {
         let u: UploadId = "0123456789abcdef0123456789abcdef".parse().unwrap();
         assert_eq!(
-            upload_part(u, 7).as_ref(),
+            upload_part(u, 7, None).as_ref(),
             "uploads/0123456789abcdef0123456789abcdef/part-00007"
+        );
+        assert_eq!(
+            upload_part(u, 7, Some("9f")).as_ref(),
+            "uploads/0123456789abcdef0123456789abcdef/part-00007.9f"
         );
         let v: VideoId = "fedcba9876543210fedcba9876543210".parse().unwrap();
         assert_eq!(

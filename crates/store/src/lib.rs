@@ -161,6 +161,85 @@ impl Store {
         Ok(size)
     }
 
+    /// Stores a stream of unknown length with bounded memory: chunks are written as they come
+    /// (coalesced to at most [`STREAM_CHUNK`] bytes, or the backend's minimum part size) and the
+    /// object appears only when the stream ends cleanly. An error from the stream, or the future
+    /// being dropped, leaves no object behind.
+    pub async fn put_stream<E>(
+        &self,
+        key: &Key,
+        mut body: impl futures::Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    ) -> Result<std::result::Result<u64, E>> {
+        // S3 parts other than the last must be at least 5 MiB; the local backend takes any size.
+        let chunk = if self.local.is_some() {
+            STREAM_CHUNK
+        } else {
+            5 << 20
+        };
+        let mut upload = self.inner.put_multipart(key).await?;
+        let mut buf = bytes::BytesMut::new();
+        let mut total = 0u64;
+        loop {
+            match body.next().await {
+                Some(Ok(data)) => {
+                    total += data.len() as u64;
+                    buf.extend_from_slice(&data);
+                    if buf.len() >= chunk {
+                        let part = buf.split().freeze();
+                        if let Err(e) = upload.put_part(PutPayload::from(part)).await {
+                            let _ = upload.abort().await;
+                            return Err(e.into());
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = upload.abort().await;
+                    return Ok(Err(e));
+                }
+                None => break,
+            }
+        }
+        if !buf.is_empty() {
+            if let Err(e) = upload.put_part(PutPayload::from(buf.freeze())).await {
+                let _ = upload.abort().await;
+                return Err(e.into());
+            }
+        }
+        upload.complete().await?;
+        Ok(Ok(total))
+    }
+
+    /// The names directly under `prefix` that have objects below them (one level, like `ls`).
+    pub async fn list_dirs(&self, prefix: &Key) -> Result<Vec<String>> {
+        let listed = self.inner.list_with_delimiter(Some(prefix)).await?;
+        let mut out: Vec<String> = listed
+            .common_prefixes
+            .into_iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Local backend only: removes what crashed writes left (object_store's `name#N` staging
+    /// files, invisible to listings) once older than `older_than_s`, and empty folders. Returns
+    /// (files removed, bytes removed, folders removed); a remote backend returns zeros, its
+    /// incomplete multipart uploads being the bucket's lifecycle rule's job.
+    pub async fn sweep_local(&self, older_than_s: u64) -> Result<(u64, u64, u64)> {
+        let Some(root) = self
+            .local_path(&Key::from("x"))
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+        else {
+            return Ok((0, 0, 0));
+        };
+        tokio::task::spawn_blocking(move || sweep_dir(&root, older_than_s, true))
+            .await
+            .map_err(|e| Error::Io {
+                path: "sweep".into(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
     pub async fn head(&self, key: &Key) -> Result<Option<Meta>> {
         match self.inner.head(key).await {
             Ok(m) => Ok(Some(m.into())),
@@ -269,6 +348,57 @@ impl Store {
     }
 }
 
+/// Coalescing size of [`Store::put_stream`] on the local backend: what one in-flight write may
+/// hold in memory.
+pub const STREAM_CHUNK: usize = 512 << 10;
+
+fn sweep_dir(dir: &Path, older_than_s: u64, is_root: bool) -> Result<(u64, u64, u64)> {
+    let io = |source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let (mut files, mut bytes, mut dirs) = (0, 0, 0);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0, 0)),
+        Err(e) => return Err(io(e)),
+    };
+    let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(older_than_s);
+    for entry in entries {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        let meta = entry.metadata().map_err(io)?;
+        if meta.is_dir() {
+            let (f, b, d) = sweep_dir(&path, older_than_s, false)?;
+            files += f;
+            bytes += b;
+            dirs += d;
+        } else if entry.file_name().to_string_lossy().contains('#')
+            && meta.modified().is_ok_and(|m| m < cutoff)
+        {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    files += 1;
+                    bytes += meta.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+    }
+    // An empty folder is left by every deleted video or upload; a fresh one may be about to
+    // receive its first object, hence the same age rule.
+    if !is_root {
+        let fresh = std::fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .map_or(true, |m| m >= cutoff);
+        if !fresh && std::fs::remove_dir(dir).is_ok() {
+            dirs += 1;
+        }
+    }
+    Ok((files, bytes, dirs))
+}
+
 async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     use tokio::io::AsyncReadExt;
     let mut filled = 0;
@@ -314,6 +444,66 @@ mod tests {
         );
         assert!(store.head(&k).await.unwrap().is_none());
         assert!(matches!(store.get(&k, None).await, Err(Error::NotFound(_))));
+    }
+
+    fn chunks(
+        n: usize,
+        size: usize,
+    ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Unpin {
+        futures::stream::iter((0..n).map(move |i| Ok(Bytes::from(vec![i as u8; size]))))
+    }
+
+    #[tokio::test]
+    async fn put_stream_stores_everything_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(&dir.path().join("objects")).unwrap();
+        let k = Key::from("uploads/u/part-00001.a");
+        let n = store
+            .put_stream(&k, chunks(40, 100_000))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 4_000_000);
+        let back = store.get_bytes(&k).await.unwrap();
+        assert_eq!(back.len(), 4_000_000);
+        assert!(back[..100_000].iter().all(|&b| b == 0));
+        assert!(back[3_900_000..].iter().all(|&b| b == 39));
+
+        // A body that fails half way leaves neither the object nor a staging file.
+        let failing = futures::stream::iter(vec![
+            Ok(Bytes::from(vec![1u8; 700_000])),
+            Err(std::io::Error::other("client went away")),
+        ]);
+        let k2 = Key::from("uploads/u/part-00002.b");
+        let r = store.put_stream(&k2, failing).await.unwrap();
+        assert!(r.is_err());
+        assert!(store.head(&k2).await.unwrap().is_none());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("objects/uploads/u"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["part-00001.a"]);
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_old_staging_files_and_empty_folders_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("objects");
+        let store = Store::local(&root).unwrap();
+        store
+            .put(&Key::from("videos/v/master.m3u8"), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        std::fs::create_dir_all(root.join("uploads/gone")).unwrap();
+        std::fs::write(root.join("videos/v/seg-1.m4s#3"), vec![0u8; 1000]).unwrap();
+        // Nothing is old enough yet.
+        assert_eq!(store.sweep_local(3600).await.unwrap(), (0, 0, 0));
+        // uploads/gone, then uploads itself.
+        assert_eq!(store.sweep_local(0).await.unwrap(), (1, 1000, 2));
+        assert!(root.join("videos/v/master.m3u8").exists());
+        assert!(!root.join("uploads/gone").exists());
+        assert_eq!(store.list_dirs(&Key::from("videos")).await.unwrap(), ["v"]);
+        assert_eq!(Store::memory().sweep_local(0).await.unwrap(), (0, 0, 0));
     }
 
     #[tokio::test]

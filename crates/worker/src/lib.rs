@@ -15,9 +15,11 @@
 
 mod package;
 mod pipeline;
+mod reconcile;
 mod runner;
 
 pub use package::{package_rendition, PackagedRendition, SegmentInfo};
+pub use reconcile::{reconcile_once, run_reconciler, Reconciled};
 pub use runner::{run_workers, WorkerContext};
 
 use oxcast_base::VideoId;
@@ -46,6 +48,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("lease lost; attempt abandoned")]
     LeaseLost,
+    #[error("the video was deleted; attempt abandoned")]
+    VideoDeleted,
     #[error("shutting down")]
     Shutdown,
 }

@@ -160,9 +160,19 @@ async fn fetch_source(ctx: &WorkerContext, job: &Job, work: &Path) -> Result<Inp
         .upload_for_video(job.video_id)
         .await?
         .ok_or(Error::NoSource(job.video_id))?;
-    let keys: Vec<_> = (1..=upload.part_count())
-        .map(|n| keys::upload_part(upload.id, n))
+    // The parts' records name the objects that count (one per PUT; see oxcast_store::keys).
+    let parts = ctx.db.parts(upload.id).await?;
+    let keys: Vec<_> = parts
+        .iter()
+        .map(|p| keys::upload_part(upload.id, p.part_number, p.object.as_deref()))
         .collect();
+    if keys.len() != upload.part_count() as usize {
+        return Err(Error::Rejected(format!(
+            "the upload has {} of its {} parts",
+            keys.len(),
+            upload.part_count()
+        )));
+    }
     let local: Option<Vec<_>> = keys.iter().map(|k| ctx.store.local_path(k)).collect();
     if let Some(input) = local.and_then(Input::parts) {
         let mut size = 0;

@@ -108,11 +108,13 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
     let _ = tokio::fs::remove_dir_all(&work).await;
     let progress = Arc::new(Progress::default());
     let lease_lost = CancellationToken::new();
+    let deleted = CancellationToken::new();
     let keeper = tokio::spawn(keep_lease(
         ctx.clone(),
         job.clone(),
         progress.clone(),
         lease_lost.clone(),
+        deleted.clone(),
     ));
 
     let result = match tokio::fs::create_dir_all(&work).await {
@@ -120,10 +122,12 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
         Ok(()) => tokio::select! {
             r = pipeline::process(ctx, &job, &work, &progress) => r,
             _ = lease_lost.cancelled() => Err(Error::LeaseLost),
+            _ = deleted.cancelled() => Err(Error::VideoDeleted),
             _ = shutdown.cancelled() => Err(Error::Shutdown),
         },
     };
     keeper.abort();
+    let _ = keeper.await;
     let _ = tokio::fs::remove_dir_all(&work).await;
     let now = ctx.clock.now_ms();
     let secs = started.elapsed().as_secs_f64();
@@ -137,7 +141,16 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
                 return;
             }
             Ok(false) => {
-                tracing::warn!("lease lost before publishing; another worker owns the job");
+                if let Ok(None) = ctx.db.video(job.video_id).await {
+                    let removed = ctx
+                        .store
+                        .delete_prefix(&keys::video_prefix(job.video_id))
+                        .await
+                        .unwrap_or(0);
+                    tracing::info!(removed, "video deleted while publishing; outputs removed");
+                } else {
+                    tracing::warn!("lease lost before publishing; another worker owns the job");
+                }
                 return;
             }
             Err(e) => JobOutcome::Retry {
@@ -148,6 +161,30 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
         Err(Error::LeaseLost) => {
             tracing::warn!("lease lost; attempt abandoned");
             metrics::counter!("oxcast_jobs_total", "outcome" => "lease_lost").increment(1);
+            return;
+        }
+        Err(Error::VideoDeleted) => {
+            // ffmpeg is gone with the pipeline; what it stored goes too. A store write that was
+            // already under way can land just after the first pass, hence the second; anything
+            // later still is the reconciler's.
+            let prefix = keys::video_prefix(job.video_id);
+            let mut removed = 0;
+            for pass in 0..2 {
+                if pass > 0 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                match ctx.store.delete_prefix(&prefix).await {
+                    Ok(n) => removed += n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not remove the outputs of a deleted video")
+                    }
+                }
+            }
+            tracing::info!(
+                removed,
+                "video deleted during processing; encode stopped and outputs removed"
+            );
+            metrics::counter!("oxcast_jobs_total", "outcome" => "deleted").increment(1);
             return;
         }
         Err(Error::Shutdown) => JobOutcome::Retry {
@@ -207,12 +244,14 @@ fn backoff_ms(attempt: u32) -> i64 {
     (2_000i64 << (2 * attempt.saturating_sub(1)).min(20)).min(300_000)
 }
 
-/// Renews the lease every third of its length and writes progress each second.
+/// Renews the lease every third of its length, writes progress, and watches for the video's
+/// deletion (each tick, so an encode of a deleted video stops within about half a second).
 async fn keep_lease(
     ctx: Arc<WorkerContext>,
     job: Job,
     progress: Arc<Progress>,
     lost: CancellationToken,
+    deleted: CancellationToken,
 ) {
     let lease_ms = (ctx.config.worker.lease_s * 1000) as i64;
     let renew_every = Duration::from_millis((lease_ms / 3).max(100) as u64);
@@ -224,11 +263,19 @@ async fn keep_lease(
     loop {
         tick.tick().await;
         let now = ctx.clock.now_ms();
+        if let Ok(None) = ctx.db.video(job.video_id).await {
+            deleted.cancel();
+            return;
+        }
         if last_renew.elapsed() >= renew_every {
             match ctx.db.heartbeat_job(&job, now, lease_ms).await {
                 Ok(true) => last_renew = Instant::now(),
                 Ok(false) => {
-                    lost.cancel();
+                    if let Ok(None) = ctx.db.video(job.video_id).await {
+                        deleted.cancel();
+                    } else {
+                        lost.cancel();
+                    }
                     return;
                 }
                 Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),

@@ -167,7 +167,16 @@ impl Server {
     }
 
     /// Every object stored under `prefix` of the local object store, relative to it.
+    /// Stored objects under `prefix` (not the staging files of writes in progress).
     pub fn objects(&self, prefix: &str) -> BTreeSet<String> {
+        self.files(prefix)
+            .into_iter()
+            .filter(|f| !f.contains('#'))
+            .collect()
+    }
+
+    /// Every file under `prefix` of the object folder, staging files too.
+    pub fn files(&self, prefix: &str) -> BTreeSet<String> {
         let root = self.data.join("objects").join(prefix);
         let mut out = BTreeSet::new();
         let mut stack = vec![root.clone()];

@@ -1,0 +1,154 @@
+//! The HTTP server loop: hyper connections under limits that idle, slow and stalled clients
+//! cannot get around.
+//!
+//! - A request's headers must arrive within `header_timeout` of the server being ready for
+//!   them (hyper's header timer), which closes both slowloris clients and kept-alive
+//!   connections left idle that long.
+//! - Request bodies that stop arriving are cut by the router's body idle timeout.
+//! - At most `max_connections` are served at once. Beyond that a few more (`overflow`) are
+//!   served only `/healthz` and `/metrics` with a one-second header timeout and no keep-alive,
+//!   so an operator's probe gets through while the server is full; beyond those, connections are
+//!   accepted and closed at once. The loop never stops accepting, and a full descriptor table
+//!   (EMFILE) makes it back off briefly instead of spinning on the error.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// Connection limits; see the module docs.
+#[derive(Debug, Clone)]
+pub struct ServeLimits {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub overflow: usize,
+}
+
+/// Connections open now, for metrics and tests.
+#[derive(Debug, Default)]
+struct Counts {
+    full: AtomicUsize,
+    overflow: AtomicUsize,
+}
+
+struct Slot {
+    counts: Arc<Counts>,
+    overflow: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let c = if self.overflow {
+            &self.counts.overflow
+        } else {
+            &self.counts.full
+        };
+        c.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("oxcast_http_connections", "kind" => if self.overflow { "overflow" } else { "full" })
+            .decrement(1.0);
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown`; `health` answers on overflow connections. Open
+/// connections then get a few seconds to finish their requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    health: Router,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let counts = Arc::new(Counts::default());
+    let graceful = GracefulShutdown::new();
+    let mut full = auto::Builder::new(TokioExecutor::new());
+    full.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut restricted = auto::Builder::new(TokioExecutor::new());
+    restricted
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(1))
+        .keep_alive(false);
+    let mut accept_errors = crate::ratelog::RateLog::new(Duration::from_secs(10));
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors (or a connection reset before accept): wait a little
+                    // for some to free up rather than spin; say so once per interval.
+                    if let Some(n) = accept_errors.hit(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, count = n, "accepting connections fails; backing off");
+                    }
+                    metrics::counter!("oxcast_http_accept_errors_total").increment(1);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let overflow = if counts.full.load(Ordering::Relaxed) < limits.max_connections {
+            false
+        } else if counts.overflow.load(Ordering::Relaxed) < limits.overflow {
+            true
+        } else {
+            metrics::counter!("oxcast_http_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        };
+        let slot = Slot {
+            counts: counts.clone(),
+            overflow,
+        };
+        if overflow {
+            counts.overflow.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counts.full.fetch_add(1, Ordering::Relaxed);
+        }
+        metrics::gauge!("oxcast_http_connections", "kind" => if overflow { "overflow" } else { "full" })
+            .increment(1.0);
+        let _ = stream.set_nodelay(true);
+        let router = if overflow {
+            health.clone()
+        } else {
+            app.clone()
+        };
+        let service = TowerToHyperService::new(router.map_request(
+            move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
+                req
+            },
+        ));
+        let builder = if overflow { &restricted } else { &full };
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %addr, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {
+            tracing::info!("connections still open after 5 s; closing them");
+        }
+    }
+    Ok(())
+}

@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use error::ApiError;
 pub use signing::Signer;
@@ -142,7 +142,12 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs_f64(
             state.config.http.body_idle_timeout_s.max(0.1),
         )))
-        .layer(TraceLayer::new_for_http())
+        // Server errors log themselves with their cause (error.rs, live.rs); a status alone,
+        // often a viewer's 503 or 404, is no reason for an ERROR line.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(middleware::from_fn(error::request_id))
         .with_state(state)
 }

@@ -71,11 +71,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let counts = Arc::new(Counts::default());
     let graceful = GracefulShutdown::new();
-    let mut full = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only: the auto builder's h1/h2 sniffing waits for a first byte with no timeout, so
+    // a client that connects and sends nothing would never meet the header timer. Players and
+    // CDNs speak HTTP/1.1 to an origin without TLS.
+    let mut full = auto::Builder::new(TokioExecutor::new()).http1_only();
+    // A 64 KiB read buffer (hyper grows it to ~400 KiB by default) bounds what each of
+    // thousands of connections holds, with no measurable cost to upload speed.
     full.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    let mut restricted = auto::Builder::new(TokioExecutor::new());
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 << 10);
+    let mut restricted = auto::Builder::new(TokioExecutor::new()).http1_only();
     restricted
         .http1()
         .timer(TokioTimer::new())
@@ -133,7 +139,7 @@ pub async fn serve(
         ));
         let builder = if overflow { &restricted } else { &full };
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -350,7 +350,7 @@ impl Store {
 
 /// Coalescing size of [`Store::put_stream`] on the local backend: what one in-flight write may
 /// hold in memory.
-pub const STREAM_CHUNK: usize = 512 << 10;
+pub const STREAM_CHUNK: usize = 64 << 10;
 
 fn sweep_dir(dir: &Path, older_than_s: u64, is_root: bool) -> Result<(u64, u64, u64)> {
     let io = |source| Error::Io {

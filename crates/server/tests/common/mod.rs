@@ -43,6 +43,8 @@ pub struct Server {
     pub srt_port: u16,
     pub data: PathBuf,
     env: Vec<(String, String)>,
+    /// A descriptor limit (soft and hard) set on the server process.
+    nofile: Option<u64>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -56,9 +58,25 @@ impl Server {
         s
     }
 
+    /// Starts a server whose descriptor limit is `nofile` (soft and hard), like `ulimit -n`.
+    pub fn start_limited(env: &[(&str, &str)], nofile: u64) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Server::build(&dir.path().join("data"), env);
+        s.nofile = Some(nofile);
+        s._dir = Some(dir);
+        s.spawn();
+        s
+    }
+
     pub fn start_in(data: &Path, env: &[(&str, &str)]) -> Server {
+        let mut s = Server::build(data, env);
+        s.spawn();
+        s
+    }
+
+    fn build(data: &Path, env: &[(&str, &str)]) -> Server {
         let port = free_port();
-        let mut s = Server {
+        Server {
             child: None,
             base: format!("http://127.0.0.1:{port}"),
             port,
@@ -69,10 +87,9 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            nofile: None,
             _dir: None,
-        };
-        s.spawn();
-        s
+        }
     }
 
     fn spawn(&mut self) {
@@ -104,6 +121,22 @@ impl Server {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         self.child = Some(cmd.spawn().expect("spawn oxcast serve"));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -126,6 +159,18 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Resident memory of the server process, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap()
+            * 1024
     }
 
     pub fn pid(&self) -> i32 {

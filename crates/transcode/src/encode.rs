@@ -22,10 +22,20 @@ pub struct EncodePlan {
     pub audio: bool,
     pub preset: String,
     pub segment_s: f64,
-    pub frame_rate: f64,
+    /// Output frame rate, an exact rational (see [`output_frame_rate`]).
+    pub frame_rate: (u32, u32),
+    /// The source is stored as fields: deinterlace it (one frame per frame).
+    pub deinterlace: bool,
+    /// HDR transfer of the source (`smpte2084` or `arib-std-b67`) to tone-map to SDR BT.709.
+    pub tone_map: Option<String>,
+    /// Which audio stream (`0:a:N`) to encode: the default track.
+    pub audio_stream: usize,
     pub audio_bitrate: u32,
     /// Source duration, to turn ffmpeg's position into a fraction.
     pub duration_s: f64,
+    /// Length of the video stream: the audio rendition is padded or trimmed to exactly this, so
+    /// audio that starts late, ends early or runs on still lines up with the picture.
+    pub video_duration_s: f64,
     /// A still taken in the same pass (no second decode).
     pub poster: Option<Poster>,
 }
@@ -61,10 +71,67 @@ pub struct EncodeOutput {
 /// The name of the audio rendition (its folder next to the video rungs).
 pub const AUDIO_NAME: &str = "audio";
 
+/// Highest frame rate we deliver. Above it (100, 120 fps game or slow-motion captures) the rate
+/// is halved until it fits (120 -> 60, 100 -> 50, 119.88 -> 59.94): players and most displays
+/// do not show more, and a whole divisor keeps motion even. Every other rate (23.976, 25, 29.97,
+/// 50, 59.94...) is kept exactly; a variable-frame-rate source becomes constant at its nominal
+/// rate.
+pub const MAX_FRAME_RATE: f64 = 60.0;
+
+/// The frame rate renditions are encoded at, given the source's (see [`MAX_FRAME_RATE`]).
+pub fn output_frame_rate(source: (u32, u32)) -> (u32, u32) {
+    let (mut num, mut den) = source;
+    if num == 0 || den == 0 {
+        return (30, 1);
+    }
+    while f64::from(num) / f64::from(den) > MAX_FRAME_RATE + 0.01 {
+        if num % 2 == 0 {
+            num /= 2;
+        } else {
+            den = den.saturating_mul(2);
+        }
+    }
+    (num, den)
+}
+
 impl EncodePlan {
+    fn fps(&self) -> f64 {
+        f64::from(self.frame_rate.0) / f64::from(self.frame_rate.1.max(1))
+    }
+
     /// Keyframe interval in frames; forced keyframes by time keep fractional rates aligned too.
     fn gop(&self) -> u32 {
-        ((self.frame_rate * self.segment_s).round() as u32).max(1)
+        ((self.fps() * self.segment_s).round() as u32).max(1)
+    }
+
+    /// Filters before the split, applied once: deinterlace, tone-map, constant frame rate and
+    /// 8-bit 4:2:0.
+    fn prelude(&self) -> String {
+        let mut f = Vec::new();
+        if self.deinterlace {
+            // bwdif in frame mode: 25i becomes 25p (no field doubling, so the rate policy holds).
+            f.push("bwdif=mode=send_frame:parity=auto:deint=all".to_string());
+        }
+        if let Some(transfer) = &self.tone_map {
+            // PQ/HLG BT.2020 to SDR BT.709: linearise at 100 nits, convert primaries, compress
+            // highlights with Hable's curve (desaturated less than the default, so skin and
+            // sky keep their colour), then back to BT.709 gamma. Never left as washed-out
+            // BT.2020 pixels in a BT.709 stream.
+            f.push(format!(
+                "zscale=tin={transfer}:min=bt2020nc:pin=bt2020:rin=tv:t=linear:npl=100,\
+                 format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,\
+                 zscale=t=bt709:m=bt709:r=tv"
+            ));
+        }
+        // Constant frame rate from the first frame on: VFR becomes CFR, and a video stream that
+        // starts after its audio is held on its first frame from zero.
+        f.push(format!(
+            "fps={}/{}:start_time=0",
+            self.frame_rate.0, self.frame_rate.1
+        ));
+        // 10-bit, 4:2:2 and 4:4:4 sources become the 8-bit 4:2:0 every player decodes.
+        f.push("format=yuv420p".to_string());
+        f.join(",")
     }
 
     pub fn args(&self) -> Vec<String> {
@@ -77,19 +144,19 @@ impl EncodePlan {
 
         let n = self.rungs.len();
         let branches = n + usize::from(self.poster.is_some());
-        let mut graph = format!("[0:v:0]format=yuv420p,split={branches}");
+        let mut graph = format!("[0:v:0]{},split={branches}", self.prelude());
         for i in 0..branches {
             graph.push_str(&format!("[s{i}]"));
         }
         for (i, r) in self.rungs.iter().enumerate() {
             graph.push_str(&format!(
-                ";[s{i}]scale={}:{}:flags=bicubic,setsar=1[v{i}]",
+                ";[s{i}]scale={}:{}:flags=bicubic:out_color_matrix=bt709:out_range=tv,setsar=1[v{i}]",
                 r.width, r.height
             ));
         }
         if let Some(p) = &self.poster {
             // Only the chosen frame passes `select`, so the poster branch scales one frame.
-            let frame = (p.at_s * self.frame_rate).floor().max(0.0) as u64;
+            let frame = (p.at_s * self.fps()).floor().max(0.0) as u64;
             graph.push_str(&format!(
                 ";[s{n}]select='eq(n\\,{frame})',scale='min({},iw)':-2,setsar=1[poster]",
                 p.max_width
@@ -99,7 +166,25 @@ impl EncodePlan {
 
         let gop = self.gop().to_string();
         let force = format!("expr:gte(t,n_forced*{})", self.segment_s);
-        let fmp4 = "+frag_keyframe+empty_moov+default_base_moof+cmaf";
+        // Not `+cmaf`: it writes signed (version 1 `trun`) composition offsets so each
+        // fragment's first frame has offset 0, and ffmpeg's DASH reader, which reopens its MP4
+        // demuxer for every segment, then shifts each segment by that segment's own most
+        // negative offset: a segment with a shallower B-frame pyramid lands one frame early and
+        // timestamps go backwards. Like ffmpeg's own `-f dash`, we write positive offsets and
+        // one edit list in the init segment (which `delay_moov` can compute from the first
+        // fragment) that moves the first frame to time zero. The packager refuses signed
+        // offsets (`oxcast_media::mp4::check_dash_timing`).
+        let fmp4 = "+frag_keyframe+delay_moov+default_base_moof";
+        let colour = [
+            "-colorspace",
+            "bt709",
+            "-color_primaries",
+            "bt709",
+            "-color_trc",
+            "bt709",
+            "-color_range",
+            "tv",
+        ];
         for (i, r) in self.rungs.iter().enumerate() {
             a.extend([
                 "-map".into(),
@@ -129,20 +214,33 @@ impl EncodePlan {
                 "0".into(),
                 "-flags".into(),
                 "+cgop".into(),
+                "-pix_fmt".into(),
+                "yuv420p".into(),
                 "-force_key_frames".into(),
                 force.clone(),
                 "-movflags".into(),
                 fmp4.into(),
+                "-use_editlist".into(),
+                "1".into(),
                 "-f".into(),
                 "mp4".into(),
                 self.out_path(&r.name).display().to_string(),
             ]);
+            // Tags go before the output name they apply to.
+            let at = a.len() - 1;
+            a.splice(at..at, colour.iter().map(|s| s.to_string()));
         }
         if self.audio {
             let frag_us = ((self.segment_s * 1_000_000.0) as u64).to_string();
+            // Silence before audio that starts late and after audio that ends early; audio that
+            // runs on is cut at the end of the picture.
+            let d = format!("{:.6}", self.video_duration_s.max(0.001));
+            let af = format!("aresample=async=1:first_pts=0,apad=whole_dur={d},atrim=end={d}");
             a.extend([
                 "-map".into(),
-                "0:a:0".into(),
+                format!("0:a:{}", self.audio_stream),
+                "-af".into(),
+                af,
                 "-vn".into(),
                 "-sn".into(),
                 "-dn".into(),
@@ -157,7 +255,9 @@ impl EncodePlan {
                 "-ar".into(),
                 "48000".into(),
                 "-movflags".into(),
-                "+empty_moov+default_base_moof+cmaf".into(),
+                "+delay_moov+default_base_moof".into(),
+                "-use_editlist".into(),
+                "1".into(),
                 "-frag_duration".into(),
                 frag_us,
                 "-f".into(),
@@ -282,9 +382,13 @@ mod tests {
             audio: true,
             preset: "veryfast".into(),
             segment_s: 4.0,
-            frame_rate: 30.0,
+            frame_rate: (30, 1),
+            deinterlace: false,
+            tone_map: None,
+            audio_stream: 0,
             audio_bitrate: 128_000,
             duration_s: 20.0,
+            video_duration_s: 20.0,
             poster: None,
         }
     }

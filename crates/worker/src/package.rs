@@ -105,6 +105,8 @@ pub async fn package_rendition(
                     track = Some(t);
                 }
                 SplitEvent::Fragment { bytes, fragment } => {
+                    // Refuse what ffmpeg's DASH reader would mistime, rather than publish it.
+                    oxcast_media::mp4::check_dash_timing(&bytes).map_err(err)?;
                     let b = builder.as_mut().ok_or_else(|| {
                         err(oxcast_media::Error::MissingInit { len: bytes.len() })
                     })?;

@@ -41,9 +41,11 @@ pub(crate) async fn process(
     check_limits(ctx, &probe)?;
     lap("probe");
 
+    // Anamorphic sources are laddered at their display aspect: square pixels in every rung.
+    let (width, height) = ladder::square_pixel_size(probe.width, probe.height, probe.sar);
     let src = ladder::SourceVideo {
-        width: probe.width,
-        height: probe.height,
+        width,
+        height,
         rotation: probe.rotation,
     };
     let poster = work.join("poster.jpg");
@@ -56,9 +58,13 @@ pub(crate) async fn process(
         audio: probe.has_audio,
         preset: cfg.transcode.preset.clone(),
         segment_s: cfg.transcode.segment_s,
-        frame_rate: probe.frame_rate,
+        frame_rate: oxcast_transcode::output_frame_rate(probe.frame_rate_ratio),
+        deinterlace: probe.interlaced,
+        tone_map: probe.is_hdr().then(|| probe.color_transfer.clone()),
+        audio_stream: probe.audio_index,
         audio_bitrate: cfg.transcode.audio_bitrate,
         duration_s: probe.duration_s,
+        video_duration_s: probe.video_duration_s,
         poster: Some(oxcast_transcode::Poster {
             at_s: probe.duration_s * 0.1,
             max_width: 1280,

@@ -36,6 +36,9 @@ pub struct EncodePlan {
     /// Length of the video stream: the audio rendition is padded or trimmed to exactly this, so
     /// audio that starts late, ends early or runs on still lines up with the picture.
     pub video_duration_s: f64,
+    /// Where the video starts after ffmpeg's time zero (the file's first timestamp): the
+    /// picture is moved to zero and the audio by as much, so they stay in sync.
+    pub video_start_s: f64,
     /// A still taken in the same pass (no second decode).
     pub poster: Option<Poster>,
 }
@@ -123,12 +126,10 @@ impl EncodePlan {
                  zscale=t=bt709:m=bt709:r=tv"
             ));
         }
-        // Constant frame rate from the first frame on: VFR becomes CFR, and a video stream that
-        // starts after its audio is held on its first frame from zero.
-        f.push(format!(
-            "fps={}/{}:start_time=0",
-            self.frame_rate.0, self.frame_rate.1
-        ));
+        // The picture defines time zero (the audio is moved with it, see `args`); then a
+        // constant frame rate: VFR becomes CFR at the nominal rate, and 120 fps becomes 60.
+        f.push("setpts=PTS-STARTPTS".to_string());
+        f.push(format!("fps={}/{}", self.frame_rate.0, self.frame_rate.1));
         // 10-bit, 4:2:2 and 4:4:4 sources become the 8-bit 4:2:0 every player decodes.
         f.push("format=yuv420p".to_string());
         f.join(",")
@@ -231,11 +232,16 @@ impl EncodePlan {
             a.splice(at..at, colour.iter().map(|s| s.to_string()));
         }
         if self.audio {
-            let frag_us = ((self.segment_s * 1_000_000.0) as u64).to_string();
+            // Fragments a quarter of a segment long, so the packager can cut the audio within
+            // an eighth of a segment of where the video's segments start.
+            let frag_us = ((self.segment_s * 250_000.0) as u64).max(1).to_string();
             // Silence before audio that starts late and after audio that ends early; audio that
             // runs on is cut at the end of the picture.
             let d = format!("{:.6}", self.video_duration_s.max(0.001));
-            let af = format!("aresample=async=1:first_pts=0,apad=whole_dur={d},atrim=end={d}");
+            let af = format!(
+                "asetpts=PTS-{:.6}/TB,aresample=async=1:first_pts=0,apad=whole_dur={d},atrim=end={d}",
+                self.video_start_s
+            );
             a.extend([
                 "-map".into(),
                 format!("0:a:{}", self.audio_stream),
@@ -389,6 +395,7 @@ mod tests {
             audio_bitrate: 128_000,
             duration_s: 20.0,
             video_duration_s: 20.0,
+            video_start_s: 0.0,
             poster: None,
         }
     }

@@ -13,6 +13,9 @@ pub struct Probe {
     pub duration_s: f64,
     /// Length of the video stream alone (the file may run longer with its audio).
     pub video_duration_s: f64,
+    /// How long after the file's first timestamp the video starts. ffmpeg counts time from
+    /// that first timestamp, often an audio codec's priming a few ms early.
+    pub video_start_s: f64,
     /// Coded size of the first video stream.
     pub width: u32,
     pub height: u32,
@@ -38,10 +41,7 @@ pub struct Probe {
 impl Probe {
     /// HDR transfer (PQ or HLG): needs tone-mapping to SDR BT.709.
     pub fn is_hdr(&self) -> bool {
-        matches!(
-            self.color_transfer.as_str(),
-            "smpte2084" | "arib-std-b67"
-        )
+        matches!(self.color_transfer.as_str(), "smpte2084" | "arib-std-b67")
     }
 }
 
@@ -56,6 +56,7 @@ struct Out {
 struct Format {
     format_name: Option<String>,
     duration: Option<String>,
+    start_time: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +68,7 @@ struct Stream {
     avg_frame_rate: Option<String>,
     r_frame_rate: Option<String>,
     duration: Option<String>,
+    start_time: Option<String>,
     sample_aspect_ratio: Option<String>,
     field_order: Option<String>,
     pix_fmt: Option<String>,
@@ -177,9 +179,31 @@ fn parse(json: &[u8]) -> Result<Probe> {
         .duration
         .as_deref()
         .and_then(|d| d.parse::<f64>().ok())
-        .or_else(|| video.tags.duration.as_deref().and_then(parse_clock))
+        .or_else(|| {
+            // ffmpeg's Matroska muxer writes the end time, not the length, as DURATION.
+            let end = video.tags.duration.as_deref().and_then(parse_clock)?;
+            Some(
+                end - video
+                    .start_time
+                    .as_deref()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+                    .max(0.0),
+            )
+        })
         .filter(|d| d.is_finite() && *d > 0.0)
         .unwrap_or(duration_s);
+    let seconds = |v: Option<&String>| {
+        v.and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite())
+    };
+    let video_start_s = match (
+        seconds(video.start_time.as_ref()),
+        seconds(format.and_then(|f| f.start_time.as_ref())),
+    ) {
+        (Some(v), Some(f)) => (v - f).max(0.0),
+        _ => 0.0,
+    };
     let rotation = video
         .side_data_list
         .iter()
@@ -218,6 +242,7 @@ fn parse(json: &[u8]) -> Result<Probe> {
             .unwrap_or_default(),
         duration_s,
         video_duration_s,
+        video_start_s,
         width,
         height,
         rotation,
@@ -255,11 +280,13 @@ const STANDARD_RATES: [(u32, u32); 12] = [
 /// that is a container timebase (Matroska's 1000). 30 fps when neither is usable.
 fn nominal_rate(avg: Option<(u32, u32)>, r: Option<(u32, u32)>) -> (u32, u32) {
     let value = |(n, d): (u32, u32)| f64::from(n) / f64::from(d);
+    let error = |rate: (u32, u32), s: (u32, u32)| (value(rate) / value(s) - 1.0).abs();
     let standard = |rate: (u32, u32)| {
         STANDARD_RATES
             .iter()
             .copied()
-            .find(|&s| (value(rate) / value(s) - 1.0).abs() < 0.005)
+            .filter(|&s| error(rate, s) < 0.005)
+            .min_by(|&a, &b| error(rate, a).total_cmp(&error(rate, b)))
     };
     let sane = |rate: &(u32, u32)| (1.0..=240.0).contains(&value(*rate));
     avg.and_then(standard)

@@ -9,7 +9,7 @@ use oxcast_media::{dash, hls, ladder};
 use oxcast_store::keys;
 use oxcast_transcode::{EncodePlan, Input, RenditionKind};
 
-use crate::package::{package_rendition, PackagedRendition};
+use crate::package::{package_rendition, Cuts, PackagedRendition};
 use crate::runner::{Progress, WorkerContext};
 use crate::{Error, Result};
 
@@ -65,6 +65,7 @@ pub(crate) async fn process(
         audio_bitrate: cfg.transcode.audio_bitrate,
         duration_s: probe.duration_s,
         video_duration_s: probe.video_duration_s,
+        video_start_s: probe.video_start_s,
         poster: Some(oxcast_transcode::Poster {
             at_s: probe.duration_s * 0.1,
             max_width: 1280,
@@ -85,18 +86,16 @@ pub(crate) async fn process(
         tracing::info!(stale, "removed objects of an earlier attempt");
     }
 
-    let mut video = Vec::new();
+    let mut video: Vec<(PackagedRendition, ladder::Rung)> = Vec::new();
     let mut audio = None;
     let count = encoded.renditions.len() as f64;
+    // Video first (the encoder lists it first): audio then cuts where the video does.
     for (i, r) in encoded.renditions.iter().enumerate() {
-        let packaged = package_rendition(
-            &ctx.store,
-            job.video_id,
-            &r.name,
-            &r.path,
-            cfg.transcode.segment_s,
-        )
-        .await?;
+        let cuts = match (r.kind, video.first()) {
+            (RenditionKind::Audio, Some((v, _))) => Cuts::At(v.cut_times()),
+            _ => Cuts::Target(cfg.transcode.segment_s),
+        };
+        let packaged = package_rendition(&ctx.store, job.video_id, &r.name, &r.path, &cuts).await?;
         let playlist = media_playlist(&packaged);
         put(ctx, job, &format!("{}/index.m3u8", r.name), playlist).await?;
         match r.kind {

@@ -9,11 +9,11 @@
 mod fragment;
 mod init;
 mod read;
-mod timing;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
+mod timing;
 
 use std::ops::Range;
 

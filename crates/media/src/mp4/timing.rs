@@ -101,11 +101,18 @@ mod tests {
     /// negative. This is what made ffmpeg's DASH reader emit dts 269 twice.
     #[test]
     fn signed_offsets_from_cmaf_are_refused_with_the_sample_named() {
-        let mut f = Frag::new(3, 240_240, video_samples(1001, &[0, 1001, -1001, 1001, -1001]));
+        let mut f = Frag::new(
+            3,
+            240_240,
+            video_samples(1001, &[0, 1001, -1001, 1001, -1001]),
+        );
         f.trun_version = 1;
         let err = check_dash_timing(&f.bytes()).unwrap_err().to_string();
         assert!(err.contains("invalid trun box"), "{err}");
-        assert!(err.contains("sample 2 has composition offset -1001"), "{err}");
+        assert!(
+            err.contains("sample 2 has composition offset -1001"),
+            "{err}"
+        );
     }
 
     /// What ffmpeg's `-f dash` (and our encoder now) writes: the same GOP shifted by the
@@ -113,7 +120,11 @@ mod tests {
     #[test]
     fn positive_offsets_pass_in_either_trun_version() {
         for version in [0, 1] {
-            let mut f = Frag::new(3, 240_240, video_samples(1001, &[2002, 3003, 1001, 3003, 1001]));
+            let mut f = Frag::new(
+                3,
+                240_240,
+                video_samples(1001, &[2002, 3003, 1001, 3003, 1001]),
+            );
             f.trun_version = version;
             check_dash_timing(&f.bytes()).unwrap();
         }

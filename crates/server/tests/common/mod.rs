@@ -512,3 +512,56 @@ pub fn node_script(script: &str, args: &[&str]) -> String {
     );
     stdout
 }
+
+/// `ffmpeg -v warning -i URL -map 0 -f null -`: every warning and error, which must be none at
+/// all for a clean stream.
+pub fn decode_warnings(url: &str) -> String {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "warning",
+            "-i",
+            url,
+            "-map",
+            "0",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let mut s = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if !out.status.success() {
+        s.push_str(&format!("\n(exit {})", out.status));
+    }
+    s
+}
+
+/// `ffprobe -of json` with the given extra arguments before `url`, parsed.
+pub fn ffprobe_json(args: &[&str], url: &str) -> Value {
+    let out = Command::new("ffprobe")
+        .args(["-hide_banner", "-v", "error", "-of", "json"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("ffprobe must be installed");
+    assert!(
+        out.status.success(),
+        "ffprobe {args:?} {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Whether this ffmpeg build has an encoder (`libx265`, `libsvtav1`, ...).
+pub fn has_encoder(name: &str) -> bool {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-encoders"])
+        .output()
+        .expect("ffmpeg must be installed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(name))
+}

@@ -313,7 +313,7 @@ mod tests {
         // AAC fragments of 10 frames (10240 ticks at 48 kHz, 0.213 s) following video segments
         // cut at 1 s and 2 s, 2.05 s in all: cuts land on the nearest fragment boundary, and a
         // short tail joins the last segment instead of making a third.
-        let f = frags(0, &vec![(10_240, true); 10]);
+        let f = frags(0, &[(10_240, true); 10]);
         let mut b = SegmentBuilder::aligned(&[96_000, 48_000], 1);
         let mut out: Vec<_> = f.iter().filter_map(|f| b.push(f)).collect();
         out.extend(b.finish());

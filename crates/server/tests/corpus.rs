@@ -441,7 +441,7 @@ async fn check(base: &str, id: &str, c: &Case, source: &Path) -> Vec<String> {
             .nth(1)
             .and_then(|r| r.split(',').next())
             .and_then(|r| r.parse().ok());
-        if fr.map_or(true, |f| (f - c.fps).abs() > 0.01) {
+        if fr.is_none_or(|f| (f - c.fps).abs() > 0.01) {
             fail(
                 "frame rate policy",
                 format!("FRAME-RATE {fr:?}, expected {}", c.fps),

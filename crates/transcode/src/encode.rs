@@ -406,14 +406,98 @@ mod tests {
         let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
         assert_eq!(
             graph,
-            "[0:v:0]format=yuv420p,split=3[s0][s1][s2];[s0]scale=1280:720:flags=bicubic,setsar=1[v0];\
-             [s1]scale=854:480:flags=bicubic,setsar=1[v1];[s2]scale=640:360:flags=bicubic,setsar=1[v2]"
+            "[0:v:0]setpts=PTS-STARTPTS,fps=30/1,format=yuv420p,split=3[s0][s1][s2];\
+             [s0]scale=1280:720:flags=bicubic:out_color_matrix=bt709:out_range=tv,setsar=1[v0];\
+             [s1]scale=854:480:flags=bicubic:out_color_matrix=bt709:out_range=tv,setsar=1[v1];\
+             [s2]scale=640:360:flags=bicubic:out_color_matrix=bt709:out_range=tv,setsar=1[v2]"
         );
         assert_eq!(a.iter().filter(|x| *x == "-i").count(), 1);
         assert_eq!(a.iter().filter(|x| *x == "libx264").count(), 3);
         assert_eq!(a.iter().filter(|x| *x == "aac").count(), 1);
         assert!(a.contains(&"/work/out/480p.mp4".to_string()));
         assert!(a.contains(&"/work/out/audio.mp4".to_string()));
+    }
+
+    #[test]
+    fn frame_rate_policy() {
+        assert_eq!(output_frame_rate((120, 1)), (60, 1));
+        assert_eq!(output_frame_rate((100, 1)), (50, 1));
+        assert_eq!(output_frame_rate((120000, 1001)), (60000, 1001));
+        assert_eq!(output_frame_rate((240, 1)), (60, 1));
+        assert_eq!(output_frame_rate((24000, 1001)), (24000, 1001));
+        assert_eq!(output_frame_rate((60000, 1001)), (60000, 1001));
+        assert_eq!(output_frame_rate((25, 1)), (25, 1));
+        assert_eq!(output_frame_rate((0, 1)), (30, 1));
+        // An odd numerator halves through the denominator; 62.5 is still too fast.
+        assert_eq!(output_frame_rate((125, 1)), (125, 4));
+    }
+
+    #[test]
+    fn interlaced_hdr_source_is_deinterlaced_tone_mapped_and_8bit() {
+        let mut p = plan();
+        p.deinterlace = true;
+        p.tone_map = Some("smpte2084".into());
+        p.frame_rate = (60000, 1001);
+        let a = p.args();
+        let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
+        let prelude = graph.split(",split=").next().unwrap();
+        assert_eq!(
+            prelude,
+            "[0:v:0]bwdif=mode=send_frame:parity=auto:deint=all,\
+             zscale=tin=smpte2084:min=bt2020nc:pin=bt2020:rin=tv:t=linear:npl=100,\
+             format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,\
+             zscale=t=bt709:m=bt709:r=tv,setpts=PTS-STARTPTS,fps=60000/1001,format=yuv420p"
+        );
+        // Every rung is tagged BT.709.
+        let after = |flag: &str| a.windows(2).filter(|w| w[0] == flag).count();
+        assert_eq!(after("-color_trc"), 3);
+        assert_eq!(after("-color_primaries"), 3);
+    }
+
+    #[test]
+    fn fragments_use_positive_offsets_and_an_edit_list() {
+        let a = plan().args();
+        assert!(
+            !a.iter().any(|x| x.contains("cmaf")),
+            "signed offsets: {a:?}"
+        );
+        let movflags: Vec<_> = a
+            .windows(2)
+            .filter(|w| w[0] == "-movflags")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(movflags.len(), 4);
+        assert!(
+            movflags.iter().all(|m| m.contains("delay_moov")),
+            "{movflags:?}"
+        );
+        assert_eq!(
+            a.windows(2)
+                .filter(|w| w[0] == "-use_editlist" && w[1] == "1")
+                .count(),
+            4
+        );
+    }
+
+    #[test]
+    fn default_audio_track_is_aligned_with_the_picture() {
+        let mut p = plan();
+        p.audio_stream = 1;
+        p.video_start_s = 0.023;
+        p.video_duration_s = 2.0;
+        let a = p.args();
+        let map: Vec<_> = a
+            .windows(2)
+            .filter(|w| w[0] == "-map")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert!(map.contains(&"0:a:1"), "{map:?}");
+        let af = &a[a.iter().position(|x| x == "-af").unwrap() + 1];
+        assert_eq!(
+            af,
+            "asetpts=PTS-0.023000/TB,aresample=async=1:first_pts=0,\
+             apad=whole_dur=2.000000,atrim=end=2.000000"
+        );
     }
 
     #[test]
@@ -479,7 +563,9 @@ mod tests {
         assert_eq!(a.iter().filter(|x| *x == "-i").count(), 1);
         let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
         assert!(
-            graph.starts_with("[0:v:0]format=yuv420p,split=4[s0][s1][s2][s3]"),
+            graph.starts_with(
+                "[0:v:0]setpts=PTS-STARTPTS,fps=30/1,format=yuv420p,split=4[s0][s1][s2][s3]"
+            ),
             "{graph}"
         );
         assert!(

@@ -347,6 +347,67 @@ mod tests {
     }
 
     #[test]
+    fn camera_fields_are_read() {
+        // DVD-style PAL: anamorphic, interlaced, two audio tracks with the second the default,
+        // AAC priming making the audio start 23 ms before the video.
+        let j = br#"{"streams":[
+            {"codec_type":"video","codec_name":"mpeg2video","width":720,"height":576,
+             "sample_aspect_ratio":"64:45","field_order":"tt","pix_fmt":"yuv420p",
+             "avg_frame_rate":"25/1","r_frame_rate":"50/1","start_time":"10.000000",
+             "tags":{"DURATION":"00:00:12.000000000"}},
+            {"codec_type":"audio","disposition":{"default":0}},
+            {"codec_type":"audio","disposition":{"default":1}}],
+            "format":{"duration":"12.0","start_time":"9.977000"}}"#;
+        let p = parse(j).unwrap();
+        assert_eq!(p.sar, (64, 45));
+        assert!(p.interlaced);
+        assert_eq!(
+            p.frame_rate_ratio,
+            (25, 1),
+            "field rate 50 is not the frame rate"
+        );
+        assert_eq!(p.audio_index, 1);
+        assert!(
+            (p.video_start_s - 0.023).abs() < 1e-9,
+            "{}",
+            p.video_start_s
+        );
+        // ffmpeg's Matroska DURATION is the end time: 12 s end - 10 s start.
+        assert!(
+            (p.video_duration_s - 2.0).abs() < 1e-9,
+            "{}",
+            p.video_duration_s
+        );
+        assert!(!p.is_hdr());
+
+        let hdr = br#"{"streams":[{"codec_type":"video","width":3840,"height":2160,
+            "sample_aspect_ratio":"0:1","field_order":"progressive","pix_fmt":"yuv420p10le",
+            "color_transfer":"smpte2084","duration":"2.5"}],"format":{"duration":"3"}}"#;
+        let p = parse(hdr).unwrap();
+        assert_eq!((p.sar, p.interlaced, p.audio_index), ((1, 1), false, 0));
+        assert!(p.is_hdr());
+        assert_eq!(p.video_duration_s, 2.5);
+        assert_eq!(p.pix_fmt, "yuv420p10le");
+    }
+
+    #[test]
+    fn nominal_frame_rate() {
+        let n = |avg: Option<(u32, u32)>, r: Option<(u32, u32)>| nominal_rate(avg, r);
+        assert_eq!(n(Some((30, 1)), Some((30, 1))), (30, 1));
+        assert_eq!(n(Some((24000, 1001)), Some((24000, 1001))), (24000, 1001));
+        // Rounded averages snap to the nearest standard rate, not the first within 0.5%.
+        assert_eq!(n(Some((2997, 100)), None), (30000, 1001));
+        assert_eq!(n(Some((5994, 100)), Some((60, 1))), (60000, 1001));
+        // VFR: odd average, nominal r_frame_rate.
+        assert_eq!(n(Some((2571, 100)), Some((30, 1))), (30, 1));
+        // Matroska timebase as r_frame_rate: the average it is.
+        assert_eq!(n(Some((2743, 100)), Some((1000, 1))), (2743, 100));
+        assert_eq!(n(None, None), (30, 1));
+        assert_eq!(parse_ratio("0/0"), None);
+        assert_eq!(parse_ratio("25"), Some((25, 1)));
+    }
+
+    #[test]
     fn ffprobe_complaints_become_sentences_without_paths() {
         let hls = "[hls @ 0x55] Format not on whitelist 'mov,mp4'\nconcat:/srv/data/uploads/x/part-00001: Invalid argument";
         assert_eq!(

@@ -38,11 +38,20 @@ pub fn plan_segments(frags: &[Fragment], target: u64) -> Vec<SegmentPlan> {
     plans
 }
 
+/// When a sync fragment starts a new segment.
+#[derive(Clone, Debug)]
+enum CutRule {
+    /// Once the open segment has reached this duration.
+    Target(u64),
+    /// At these times (ascending), each taken by the first fragment whose middle lies past it.
+    At(std::collections::VecDeque<u64>),
+}
+
 /// Incremental form of [`plan_segments`]: push fragments as they complete and receive each
 /// segment when the next one starts.
 #[derive(Clone, Debug)]
 pub struct SegmentBuilder {
-    target: u64,
+    rule: CutRule,
     next_number: u64,
     /// Number of fragments pushed so far (the index the next one gets).
     pushed: usize,
@@ -53,10 +62,49 @@ impl SegmentBuilder {
     /// `target` is in timescale units; `first_number` numbers the first segment.
     pub fn new(target: u64, first_number: u64) -> Self {
         Self {
-            target,
+            rule: CutRule::Target(target),
             next_number: first_number,
             pushed: 0,
             open: None,
+        }
+    }
+
+    /// Segments that start where another rendition's do: at each of `cuts` (decode times in
+    /// this track's timescale, ascending; the start of the first segment is implied). Audio
+    /// uses it to follow the video's segments, so every rendition has the same number of
+    /// segments covering the same time. A cut lands on the fragment boundary nearest to it:
+    /// the first fragment whose middle lies past the cut opens the new segment.
+    pub fn aligned(cuts: &[u64], first_number: u64) -> Self {
+        let mut cuts: Vec<u64> = cuts.to_vec();
+        cuts.sort_unstable();
+        cuts.dedup();
+        Self {
+            rule: CutRule::At(cuts.into()),
+            next_number: first_number,
+            pushed: 0,
+            open: None,
+        }
+    }
+
+    /// Whether `frag` opens a new segment after `open` (see [`CutRule`]); consumes the cuts
+    /// it passes.
+    fn cuts_before(&mut self, frag: &Fragment, open: &SegmentPlan) -> bool {
+        if !frag.starts_with_sync {
+            return false;
+        }
+        match &mut self.rule {
+            CutRule::Target(target) => open.duration >= *target,
+            CutRule::At(cuts) => {
+                let middle = frag
+                    .base_media_decode_time
+                    .saturating_add(frag.duration / 2);
+                let mut passed = false;
+                while cuts.front().is_some_and(|&c| c < middle) {
+                    cuts.pop_front();
+                    passed = true;
+                }
+                passed
+            }
         }
     }
 
@@ -64,13 +112,24 @@ impl SegmentBuilder {
     pub fn push(&mut self, frag: &Fragment) -> Option<SegmentPlan> {
         let index = self.pushed;
         self.pushed += 1;
-        let closed = match &mut self.open {
-            Some(open) if !(frag.starts_with_sync && open.duration >= self.target) => {
+        let closed = match self.open.take() {
+            Some(mut open) if !self.cuts_before(frag, &open) => {
                 open.fragments.end = index + 1;
                 open.duration = open.duration.saturating_add(frag.duration);
+                self.open = Some(open);
                 return None;
             }
-            open => open.take(),
+            Some(open) => Some(open),
+            None => {
+                // Cuts at or before the first fragment's middle are the start itself.
+                if let CutRule::At(cuts) = &mut self.rule {
+                    let middle = frag
+                        .base_media_decode_time
+                        .saturating_add(frag.duration / 2);
+                    cuts.retain(|&c| c >= middle);
+                }
+                None
+            }
         };
         self.open = Some(SegmentPlan {
             number: self.next_number,
@@ -247,6 +306,41 @@ mod tests {
             plan_segments(&f, 0),
             vec![plan(1, 0..2, 0, 20), plan(2, 2..3, 20, 10)]
         );
+    }
+
+    #[test]
+    fn aligned_segments_follow_another_renditions_cuts() {
+        // AAC fragments of 10 frames (10240 ticks at 48 kHz, 0.213 s) following video segments
+        // cut at 1 s and 2 s, 2.05 s in all: cuts land on the nearest fragment boundary, and a
+        // short tail joins the last segment instead of making a third.
+        let f = frags(0, &[(10_240, true); 10]);
+        let mut b = SegmentBuilder::aligned(&[96_000, 48_000], 1);
+        let mut out: Vec<_> = f.iter().filter_map(|f| b.push(f)).collect();
+        out.extend(b.finish());
+        // 48000 lies in fragment 4 (40960..51200), past its middle 46080: fragment 5 opens.
+        // 96000 lies in fragment 9 (92160..102400), before its middle 97280: fragment 9 opens.
+        assert_eq!(
+            out,
+            vec![
+                plan(1, 0..5, 0, 51_200),
+                plan(2, 5..9, 51_200, 40_960),
+                plan(3, 9..10, 92_160, 10_240)
+            ]
+        );
+        // No cuts: one segment. Cuts past the end: still one.
+        let mut b = SegmentBuilder::aligned(&[], 1);
+        assert!(f.iter().all(|f| b.push(f).is_none()));
+        assert_eq!(b.finish(), Some(plan(1, 0..10, 0, 102_400)));
+        let mut b = SegmentBuilder::aligned(&[0, 1_000_000], 7);
+        assert!(f.iter().all(|f| b.push(f).is_none()));
+        assert_eq!(
+            b.finish().map(|p| (p.number, p.fragments)),
+            Some((7, 0..10))
+        );
+        // Two cuts inside one fragment make one boundary, never an empty segment.
+        let mut b = SegmentBuilder::aligned(&[20_000, 21_000], 1);
+        let closed: Vec<_> = f.iter().filter_map(|f| b.push(f)).collect();
+        assert_eq!(closed, vec![plan(1, 0..2, 0, 20_480)]);
     }
 
     #[test]

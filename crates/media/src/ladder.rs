@@ -60,6 +60,19 @@ pub fn display_size(src: &SourceVideo) -> (u32, u32) {
     }
 }
 
+/// The coded size with non-square pixels made square: the width is stretched (or squeezed) by
+/// the sample aspect ratio `sar` (`num:den`) and the height kept, so 720x576 at SAR 64:45 (16:9
+/// PAL) is 1024x576. Every rung is then encoded square-pixel at the display aspect, as players
+/// and every major platform expect. A zero or absent ratio counts as 1:1.
+pub fn square_pixel_size(width: u32, height: u32, sar: (u32, u32)) -> (u32, u32) {
+    let (num, den) = sar;
+    if num == 0 || den == 0 || num == den {
+        return (width, height);
+    }
+    let w = (u64::from(width) * u64::from(num) + u64::from(den) / 2) / u64::from(den);
+    (w.clamp(1, u64::from(u32::MAX)) as u32, height)
+}
+
 /// Builds the ladder for `src`, highest rung first. Never upscales: rungs taller (short side)
 /// than the source are dropped, and a source below every rung gets one rung at its own size
 /// (rounded down to even) with the smallest rung's bitrate.
@@ -284,6 +297,31 @@ mod tests {
             &LadderSpec { rungs: vec![] }
         )
         .is_empty());
+    }
+
+    #[test]
+    fn anamorphic_sources_become_square_pixel_at_display_aspect() {
+        // 16:9 PAL DVD/DV: 720x576 at SAR 64:45 shows as 1024x576.
+        assert_eq!(square_pixel_size(720, 576, (64, 45)), (1024, 576));
+        // 4:3 PAL: SAR 16:15 -> 768x576; NTSC 16:9: 720x480 at 32:27 -> 853x480.
+        assert_eq!(square_pixel_size(720, 576, (16, 15)), (768, 576));
+        assert_eq!(square_pixel_size(720, 480, (32, 27)), (853, 480));
+        // HDV: 1440x1080 at 4:3 is 1920x1080.
+        assert_eq!(square_pixel_size(1440, 1080, (4, 3)), (1920, 1080));
+        assert_eq!(square_pixel_size(640, 360, (1, 1)), (640, 360));
+        assert_eq!(square_pixel_size(640, 360, (0, 0)), (640, 360));
+        let (w, h) = square_pixel_size(720, 576, (64, 45));
+        assert_eq!(
+            sizes(w, h, 0),
+            vec![s("480p", 854, 480), s("360p", 640, 360)],
+            "not 600x480 / 450x360"
+        );
+        // A rotated anamorphic source: the stretch applies to the coded width, then it turns.
+        let (w, h) = square_pixel_size(720, 576, (64, 45));
+        assert_eq!(
+            sizes(w, h, 90),
+            vec![s("480p", 480, 854), s("360p", 360, 640)]
+        );
     }
 
     #[test]

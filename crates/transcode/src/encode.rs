@@ -22,10 +22,23 @@ pub struct EncodePlan {
     pub audio: bool,
     pub preset: String,
     pub segment_s: f64,
-    pub frame_rate: f64,
+    /// Output frame rate, an exact rational (see [`output_frame_rate`]).
+    pub frame_rate: (u32, u32),
+    /// The source is stored as fields: deinterlace it (one frame per frame).
+    pub deinterlace: bool,
+    /// HDR transfer of the source (`smpte2084` or `arib-std-b67`) to tone-map to SDR BT.709.
+    pub tone_map: Option<String>,
+    /// Which audio stream (`0:a:N`) to encode: the default track.
+    pub audio_stream: usize,
     pub audio_bitrate: u32,
     /// Source duration, to turn ffmpeg's position into a fraction.
     pub duration_s: f64,
+    /// Length of the video stream: the audio rendition is padded or trimmed to exactly this, so
+    /// audio that starts late, ends early or runs on still lines up with the picture.
+    pub video_duration_s: f64,
+    /// Where the video starts after ffmpeg's time zero (the file's first timestamp): the
+    /// picture is moved to zero and the audio by as much, so they stay in sync.
+    pub video_start_s: f64,
     /// A still taken in the same pass (no second decode).
     pub poster: Option<Poster>,
 }
@@ -61,10 +74,65 @@ pub struct EncodeOutput {
 /// The name of the audio rendition (its folder next to the video rungs).
 pub const AUDIO_NAME: &str = "audio";
 
+/// Highest frame rate we deliver. Above it (100, 120 fps game or slow-motion captures) the rate
+/// is halved until it fits (120 -> 60, 100 -> 50, 119.88 -> 59.94): players and most displays
+/// do not show more, and a whole divisor keeps motion even. Every other rate (23.976, 25, 29.97,
+/// 50, 59.94...) is kept exactly; a variable-frame-rate source becomes constant at its nominal
+/// rate.
+pub const MAX_FRAME_RATE: f64 = 60.0;
+
+/// The frame rate renditions are encoded at, given the source's (see [`MAX_FRAME_RATE`]).
+pub fn output_frame_rate(source: (u32, u32)) -> (u32, u32) {
+    let (mut num, mut den) = source;
+    if num == 0 || den == 0 {
+        return (30, 1);
+    }
+    while f64::from(num) / f64::from(den) > MAX_FRAME_RATE + 0.01 {
+        if num % 2 == 0 {
+            num /= 2;
+        } else {
+            den = den.saturating_mul(2);
+        }
+    }
+    (num, den)
+}
+
 impl EncodePlan {
+    fn fps(&self) -> f64 {
+        f64::from(self.frame_rate.0) / f64::from(self.frame_rate.1.max(1))
+    }
+
     /// Keyframe interval in frames; forced keyframes by time keep fractional rates aligned too.
     fn gop(&self) -> u32 {
-        ((self.frame_rate * self.segment_s).round() as u32).max(1)
+        ((self.fps() * self.segment_s).round() as u32).max(1)
+    }
+
+    /// Filters before the split, applied once: deinterlace, tone-map, constant frame rate and
+    /// 8-bit 4:2:0.
+    fn prelude(&self) -> String {
+        let mut f = Vec::new();
+        if self.deinterlace {
+            // bwdif in frame mode: 25i becomes 25p (no field doubling, so the rate policy holds).
+            f.push("bwdif=mode=send_frame:parity=auto:deint=all".to_string());
+        }
+        if let Some(transfer) = &self.tone_map {
+            // PQ/HLG BT.2020 to SDR BT.709: linearise at 100 nits, convert primaries, compress
+            // highlights with Hable's curve (desaturated less than the default, so skin and
+            // sky keep their colour), then back to BT.709 gamma. Never left as washed-out
+            // BT.2020 pixels in a BT.709 stream.
+            f.push(format!(
+                "zscale=tin={transfer}:min=bt2020nc:pin=bt2020:rin=tv:t=linear:npl=100,\
+                 format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,\
+                 zscale=t=bt709:m=bt709:r=tv"
+            ));
+        }
+        // The picture defines time zero (the audio is moved with it, see `args`); then a
+        // constant frame rate: VFR becomes CFR at the nominal rate, and 120 fps becomes 60.
+        f.push("setpts=PTS-STARTPTS".to_string());
+        f.push(format!("fps={}/{}", self.frame_rate.0, self.frame_rate.1));
+        // 10-bit, 4:2:2 and 4:4:4 sources become the 8-bit 4:2:0 every player decodes.
+        f.push("format=yuv420p".to_string());
+        f.join(",")
     }
 
     pub fn args(&self) -> Vec<String> {
@@ -77,19 +145,19 @@ impl EncodePlan {
 
         let n = self.rungs.len();
         let branches = n + usize::from(self.poster.is_some());
-        let mut graph = format!("[0:v:0]format=yuv420p,split={branches}");
+        let mut graph = format!("[0:v:0]{},split={branches}", self.prelude());
         for i in 0..branches {
             graph.push_str(&format!("[s{i}]"));
         }
         for (i, r) in self.rungs.iter().enumerate() {
             graph.push_str(&format!(
-                ";[s{i}]scale={}:{}:flags=bicubic,setsar=1[v{i}]",
+                ";[s{i}]scale={}:{}:flags=bicubic:out_color_matrix=bt709:out_range=tv,setsar=1[v{i}]",
                 r.width, r.height
             ));
         }
         if let Some(p) = &self.poster {
             // Only the chosen frame passes `select`, so the poster branch scales one frame.
-            let frame = (p.at_s * self.frame_rate).floor().max(0.0) as u64;
+            let frame = (p.at_s * self.fps()).floor().max(0.0) as u64;
             graph.push_str(&format!(
                 ";[s{n}]select='eq(n\\,{frame})',scale='min({},iw)':-2,setsar=1[poster]",
                 p.max_width
@@ -99,7 +167,25 @@ impl EncodePlan {
 
         let gop = self.gop().to_string();
         let force = format!("expr:gte(t,n_forced*{})", self.segment_s);
-        let fmp4 = "+frag_keyframe+empty_moov+default_base_moof+cmaf";
+        // Not `+cmaf`: it writes signed (version 1 `trun`) composition offsets so each
+        // fragment's first frame has offset 0, and ffmpeg's DASH reader, which reopens its MP4
+        // demuxer for every segment, then shifts each segment by that segment's own most
+        // negative offset: a segment with a shallower B-frame pyramid lands one frame early and
+        // timestamps go backwards. Like ffmpeg's own `-f dash`, we write positive offsets and
+        // one edit list in the init segment (which `delay_moov` can compute from the first
+        // fragment) that moves the first frame to time zero. The packager refuses signed
+        // offsets (`oxcast_media::mp4::check_dash_timing`).
+        let fmp4 = "+frag_keyframe+delay_moov+default_base_moof";
+        let colour = [
+            "-colorspace",
+            "bt709",
+            "-color_primaries",
+            "bt709",
+            "-color_trc",
+            "bt709",
+            "-color_range",
+            "tv",
+        ];
         for (i, r) in self.rungs.iter().enumerate() {
             a.extend([
                 "-map".into(),
@@ -129,20 +215,38 @@ impl EncodePlan {
                 "0".into(),
                 "-flags".into(),
                 "+cgop".into(),
+                "-pix_fmt".into(),
+                "yuv420p".into(),
                 "-force_key_frames".into(),
                 force.clone(),
                 "-movflags".into(),
                 fmp4.into(),
+                "-use_editlist".into(),
+                "1".into(),
                 "-f".into(),
                 "mp4".into(),
                 self.out_path(&r.name).display().to_string(),
             ]);
+            // Tags go before the output name they apply to.
+            let at = a.len() - 1;
+            a.splice(at..at, colour.iter().map(|s| s.to_string()));
         }
         if self.audio {
-            let frag_us = ((self.segment_s * 1_000_000.0) as u64).to_string();
+            // Fragments a quarter of a segment long, so the packager can cut the audio within
+            // an eighth of a segment of where the video's segments start.
+            let frag_us = ((self.segment_s * 250_000.0) as u64).max(1).to_string();
+            // Silence before audio that starts late and after audio that ends early; audio that
+            // runs on is cut at the end of the picture.
+            let d = format!("{:.6}", self.video_duration_s.max(0.001));
+            let af = format!(
+                "asetpts=PTS-{:.6}/TB,aresample=async=1:first_pts=0,apad=whole_dur={d},atrim=end={d}",
+                self.video_start_s
+            );
             a.extend([
                 "-map".into(),
-                "0:a:0".into(),
+                format!("0:a:{}", self.audio_stream),
+                "-af".into(),
+                af,
                 "-vn".into(),
                 "-sn".into(),
                 "-dn".into(),
@@ -157,7 +261,9 @@ impl EncodePlan {
                 "-ar".into(),
                 "48000".into(),
                 "-movflags".into(),
-                "+empty_moov+default_base_moof+cmaf".into(),
+                "+delay_moov+default_base_moof".into(),
+                "-use_editlist".into(),
+                "1".into(),
                 "-frag_duration".into(),
                 frag_us,
                 "-f".into(),
@@ -282,9 +388,14 @@ mod tests {
             audio: true,
             preset: "veryfast".into(),
             segment_s: 4.0,
-            frame_rate: 30.0,
+            frame_rate: (30, 1),
+            deinterlace: false,
+            tone_map: None,
+            audio_stream: 0,
             audio_bitrate: 128_000,
             duration_s: 20.0,
+            video_duration_s: 20.0,
+            video_start_s: 0.0,
             poster: None,
         }
     }
@@ -295,14 +406,98 @@ mod tests {
         let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
         assert_eq!(
             graph,
-            "[0:v:0]format=yuv420p,split=3[s0][s1][s2];[s0]scale=1280:720:flags=bicubic,setsar=1[v0];\
-             [s1]scale=854:480:flags=bicubic,setsar=1[v1];[s2]scale=640:360:flags=bicubic,setsar=1[v2]"
+            "[0:v:0]setpts=PTS-STARTPTS,fps=30/1,format=yuv420p,split=3[s0][s1][s2];\
+             [s0]scale=1280:720:flags=bicubic:out_color_matrix=bt709:out_range=tv,setsar=1[v0];\
+             [s1]scale=854:480:flags=bicubic:out_color_matrix=bt709:out_range=tv,setsar=1[v1];\
+             [s2]scale=640:360:flags=bicubic:out_color_matrix=bt709:out_range=tv,setsar=1[v2]"
         );
         assert_eq!(a.iter().filter(|x| *x == "-i").count(), 1);
         assert_eq!(a.iter().filter(|x| *x == "libx264").count(), 3);
         assert_eq!(a.iter().filter(|x| *x == "aac").count(), 1);
         assert!(a.contains(&"/work/out/480p.mp4".to_string()));
         assert!(a.contains(&"/work/out/audio.mp4".to_string()));
+    }
+
+    #[test]
+    fn frame_rate_policy() {
+        assert_eq!(output_frame_rate((120, 1)), (60, 1));
+        assert_eq!(output_frame_rate((100, 1)), (50, 1));
+        assert_eq!(output_frame_rate((120000, 1001)), (60000, 1001));
+        assert_eq!(output_frame_rate((240, 1)), (60, 1));
+        assert_eq!(output_frame_rate((24000, 1001)), (24000, 1001));
+        assert_eq!(output_frame_rate((60000, 1001)), (60000, 1001));
+        assert_eq!(output_frame_rate((25, 1)), (25, 1));
+        assert_eq!(output_frame_rate((0, 1)), (30, 1));
+        // An odd numerator halves through the denominator; 62.5 is still too fast.
+        assert_eq!(output_frame_rate((125, 1)), (125, 4));
+    }
+
+    #[test]
+    fn interlaced_hdr_source_is_deinterlaced_tone_mapped_and_8bit() {
+        let mut p = plan();
+        p.deinterlace = true;
+        p.tone_map = Some("smpte2084".into());
+        p.frame_rate = (60000, 1001);
+        let a = p.args();
+        let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
+        let prelude = graph.split(",split=").next().unwrap();
+        assert_eq!(
+            prelude,
+            "[0:v:0]bwdif=mode=send_frame:parity=auto:deint=all,\
+             zscale=tin=smpte2084:min=bt2020nc:pin=bt2020:rin=tv:t=linear:npl=100,\
+             format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,\
+             zscale=t=bt709:m=bt709:r=tv,setpts=PTS-STARTPTS,fps=60000/1001,format=yuv420p"
+        );
+        // Every rung is tagged BT.709.
+        let after = |flag: &str| a.windows(2).filter(|w| w[0] == flag).count();
+        assert_eq!(after("-color_trc"), 3);
+        assert_eq!(after("-color_primaries"), 3);
+    }
+
+    #[test]
+    fn fragments_use_positive_offsets_and_an_edit_list() {
+        let a = plan().args();
+        assert!(
+            !a.iter().any(|x| x.contains("cmaf")),
+            "signed offsets: {a:?}"
+        );
+        let movflags: Vec<_> = a
+            .windows(2)
+            .filter(|w| w[0] == "-movflags")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(movflags.len(), 4);
+        assert!(
+            movflags.iter().all(|m| m.contains("delay_moov")),
+            "{movflags:?}"
+        );
+        assert_eq!(
+            a.windows(2)
+                .filter(|w| w[0] == "-use_editlist" && w[1] == "1")
+                .count(),
+            4
+        );
+    }
+
+    #[test]
+    fn default_audio_track_is_aligned_with_the_picture() {
+        let mut p = plan();
+        p.audio_stream = 1;
+        p.video_start_s = 0.023;
+        p.video_duration_s = 2.0;
+        let a = p.args();
+        let map: Vec<_> = a
+            .windows(2)
+            .filter(|w| w[0] == "-map")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert!(map.contains(&"0:a:1"), "{map:?}");
+        let af = &a[a.iter().position(|x| x == "-af").unwrap() + 1];
+        assert_eq!(
+            af,
+            "asetpts=PTS-0.023000/TB,aresample=async=1:first_pts=0,\
+             apad=whole_dur=2.000000,atrim=end=2.000000"
+        );
     }
 
     #[test]
@@ -368,7 +563,9 @@ mod tests {
         assert_eq!(a.iter().filter(|x| *x == "-i").count(), 1);
         let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
         assert!(
-            graph.starts_with("[0:v:0]format=yuv420p,split=4[s0][s1][s2][s3]"),
+            graph.starts_with(
+                "[0:v:0]setpts=PTS-STARTPTS,fps=30/1,format=yuv420p,split=4[s0][s1][s2][s3]"
+            ),
             "{graph}"
         );
         assert!(

@@ -12,7 +12,10 @@
 mod encode;
 mod probe;
 
-pub use encode::{encode_ladder, EncodeOutput, EncodePlan, Poster, Rendition, RenditionKind};
+pub use encode::{
+    encode_ladder, output_frame_rate, EncodeOutput, EncodePlan, Poster, Rendition, RenditionKind,
+    MAX_FRAME_RATE,
+};
 pub use probe::{probe, Probe};
 
 use std::path::{Path, PathBuf};

@@ -11,14 +11,38 @@ use crate::{run, Error, Input, Result};
 pub struct Probe {
     pub format: String,
     pub duration_s: f64,
+    /// Length of the video stream alone (the file may run longer with its audio).
+    pub video_duration_s: f64,
+    /// How long after the file's first timestamp the video starts. ffmpeg counts time from
+    /// that first timestamp, often an audio codec's priming a few ms early.
+    pub video_start_s: f64,
     /// Coded size of the first video stream.
     pub width: u32,
     pub height: u32,
     /// Display rotation from metadata, degrees.
     pub rotation: i32,
     pub frame_rate: f64,
+    /// The frame rate as ffprobe's rational (`30000/1001`), for exact `fps` filters.
+    pub frame_rate_ratio: (u32, u32),
     pub video_codec: String,
     pub has_audio: bool,
+    /// Sample aspect ratio (`64:45` for 16:9 PAL); `(1, 1)` when absent or invalid.
+    pub sar: (u32, u32),
+    /// Stored as fields (`tt`, `bb`, `tb`, `bt`), so it must be deinterlaced.
+    pub interlaced: bool,
+    /// Decoder pixel format, e.g. `yuv420p10le`.
+    pub pix_fmt: String,
+    /// Transfer characteristic (`bt709`, `smpte2084` for PQ, `arib-std-b67` for HLG).
+    pub color_transfer: String,
+    /// Index among the audio streams (for `-map 0:a:N`) of the default track, else the first.
+    pub audio_index: usize,
+}
+
+impl Probe {
+    /// HDR transfer (PQ or HLG): needs tone-mapping to SDR BT.709.
+    pub fn is_hdr(&self) -> bool {
+        matches!(self.color_transfer.as_str(), "smpte2084" | "arib-std-b67")
+    }
 }
 
 #[derive(Deserialize)]
@@ -32,6 +56,7 @@ struct Out {
 struct Format {
     format_name: Option<String>,
     duration: Option<String>,
+    start_time: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +68,11 @@ struct Stream {
     avg_frame_rate: Option<String>,
     r_frame_rate: Option<String>,
     duration: Option<String>,
+    start_time: Option<String>,
+    sample_aspect_ratio: Option<String>,
+    field_order: Option<String>,
+    pix_fmt: Option<String>,
+    color_transfer: Option<String>,
     #[serde(default)]
     disposition: Disposition,
     #[serde(default)]
@@ -55,11 +85,16 @@ struct Stream {
 struct Disposition {
     #[serde(default)]
     attached_pic: u8,
+    #[serde(default)]
+    default: u8,
 }
 
 #[derive(Deserialize, Default)]
 struct Tags {
     rotate: Option<String>,
+    /// Matroska's per-stream length, `HH:MM:SS.nnnnnnnnn`.
+    #[serde(rename = "DURATION")]
+    duration: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +175,35 @@ fn parse(json: &[u8]) -> Result<Probe> {
     if duration_s <= 0.0 {
         return Err(Error::Rejected("the video has zero duration".into()));
     }
+    let video_duration_s = video
+        .duration
+        .as_deref()
+        .and_then(|d| d.parse::<f64>().ok())
+        .or_else(|| {
+            // ffmpeg's Matroska muxer writes the end time, not the length, as DURATION.
+            let end = video.tags.duration.as_deref().and_then(parse_clock)?;
+            Some(
+                end - video
+                    .start_time
+                    .as_deref()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+                    .max(0.0),
+            )
+        })
+        .filter(|d| d.is_finite() && *d > 0.0)
+        .unwrap_or(duration_s);
+    let seconds = |v: Option<&String>| {
+        v.and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite())
+    };
+    let video_start_s = match (
+        seconds(video.start_time.as_ref()),
+        seconds(format.and_then(|f| f.start_time.as_ref())),
+    ) {
+        (Some(v), Some(f)) => (v - f).max(0.0),
+        _ => 0.0,
+    };
     let rotation = video
         .side_data_list
         .iter()
@@ -147,36 +211,107 @@ fn parse(json: &[u8]) -> Result<Probe> {
         .map(|r| r.round() as i32)
         .or_else(|| video.tags.rotate.as_deref().and_then(|r| r.parse().ok()))
         .unwrap_or(0);
-    let frame_rate = [&video.avg_frame_rate, &video.r_frame_rate]
-        .into_iter()
-        .filter_map(|r| r.as_deref().and_then(parse_rate))
-        .find(|r| *r > 0.0 && *r <= 240.0)
-        .unwrap_or(30.0);
+    let frame_rate_ratio = nominal_rate(
+        video.avg_frame_rate.as_deref().and_then(parse_ratio),
+        video.r_frame_rate.as_deref().and_then(parse_ratio),
+    );
+    let frame_rate = f64::from(frame_rate_ratio.0) / f64::from(frame_rate_ratio.1);
+    let sar = video
+        .sample_aspect_ratio
+        .as_deref()
+        .and_then(|s| s.split_once(':'))
+        .and_then(|(n, d)| Some((n.parse::<u32>().ok()?, d.parse::<u32>().ok()?)))
+        .filter(|&(n, d)| n > 0 && d > 0 && n <= 100 * d && d <= 100 * n)
+        .unwrap_or((1, 1));
+    let interlaced = matches!(
+        video.field_order.as_deref(),
+        Some("tt" | "bb" | "tb" | "bt")
+    );
+    let audio: Vec<&Stream> = out
+        .streams
+        .iter()
+        .filter(|s| s.codec_type.as_deref() == Some("audio"))
+        .collect();
+    let audio_index = audio
+        .iter()
+        .position(|s| s.disposition.default == 1)
+        .unwrap_or(0);
     Ok(Probe {
         format: format
             .and_then(|f| f.format_name.clone())
             .unwrap_or_default(),
         duration_s,
+        video_duration_s,
+        video_start_s,
         width,
         height,
         rotation,
         frame_rate,
+        frame_rate_ratio,
         video_codec: video.codec_name.clone().unwrap_or_default(),
-        has_audio: out
-            .streams
-            .iter()
-            .any(|s| s.codec_type.as_deref() == Some("audio")),
+        has_audio: !audio.is_empty(),
+        sar,
+        interlaced,
+        pix_fmt: video.pix_fmt.clone().unwrap_or_default(),
+        color_transfer: video.color_transfer.clone().unwrap_or_default(),
+        audio_index,
     })
 }
 
-fn parse_rate(r: &str) -> Option<f64> {
-    match r.split_once('/') {
-        Some((n, d)) => {
-            let (n, d) = (n.parse::<f64>().ok()?, d.parse::<f64>().ok()?);
-            (d != 0.0).then_some(n / d)
-        }
-        None => r.parse().ok(),
+/// Frame rates cameras, phones and editors use, as exact rationals.
+const STANDARD_RATES: [(u32, u32); 12] = [
+    (24000, 1001),
+    (24, 1),
+    (25, 1),
+    (30000, 1001),
+    (30, 1),
+    (48, 1),
+    (50, 1),
+    (60000, 1001),
+    (60, 1),
+    (100, 1),
+    (120000, 1001),
+    (120, 1),
+];
+
+/// The source's frame rate. The average rate wins when it is a standard rate (within 0.5%):
+/// interlaced streams often report their field rate as `r_frame_rate` (50 for 25i). A variable
+/// frame rate source has an odd average (27.4), so its nominal `r_frame_rate` (30) wins, unless
+/// that is a container timebase (Matroska's 1000). 30 fps when neither is usable.
+fn nominal_rate(avg: Option<(u32, u32)>, r: Option<(u32, u32)>) -> (u32, u32) {
+    let value = |(n, d): (u32, u32)| f64::from(n) / f64::from(d);
+    let error = |rate: (u32, u32), s: (u32, u32)| (value(rate) / value(s) - 1.0).abs();
+    let standard = |rate: (u32, u32)| {
+        STANDARD_RATES
+            .iter()
+            .copied()
+            .filter(|&s| error(rate, s) < 0.005)
+            .min_by(|&a, &b| error(rate, a).total_cmp(&error(rate, b)))
+    };
+    let sane = |rate: &(u32, u32)| (1.0..=240.0).contains(&value(*rate));
+    avg.and_then(standard)
+        .or_else(|| r.and_then(standard))
+        .or(r.filter(sane))
+        .or(avg.filter(sane))
+        .unwrap_or((30, 1))
+}
+
+/// `00:00:02.000000000` as seconds.
+fn parse_clock(s: &str) -> Option<f64> {
+    let mut secs = 0.0;
+    for part in s.split(':') {
+        secs = secs * 60.0 + part.parse::<f64>().ok()?;
     }
+    Some(secs)
+}
+
+/// `30000/1001` or `25` as a positive rational.
+fn parse_ratio(r: &str) -> Option<(u32, u32)> {
+    let (n, d) = match r.split_once('/') {
+        Some((n, d)) => (n.parse::<u32>().ok()?, d.parse::<u32>().ok()?),
+        None => (r.parse::<u32>().ok()?, 1),
+    };
+    (n > 0 && d > 0).then_some((n, d))
 }
 
 #[cfg(test)]
@@ -209,6 +344,67 @@ mod tests {
             (p.width, p.rotation, p.frame_rate, p.has_audio),
             (640, 90, 25.0, false)
         );
+    }
+
+    #[test]
+    fn camera_fields_are_read() {
+        // DVD-style PAL: anamorphic, interlaced, two audio tracks with the second the default,
+        // AAC priming making the audio start 23 ms before the video.
+        let j = br#"{"streams":[
+            {"codec_type":"video","codec_name":"mpeg2video","width":720,"height":576,
+             "sample_aspect_ratio":"64:45","field_order":"tt","pix_fmt":"yuv420p",
+             "avg_frame_rate":"25/1","r_frame_rate":"50/1","start_time":"10.000000",
+             "tags":{"DURATION":"00:00:12.000000000"}},
+            {"codec_type":"audio","disposition":{"default":0}},
+            {"codec_type":"audio","disposition":{"default":1}}],
+            "format":{"duration":"12.0","start_time":"9.977000"}}"#;
+        let p = parse(j).unwrap();
+        assert_eq!(p.sar, (64, 45));
+        assert!(p.interlaced);
+        assert_eq!(
+            p.frame_rate_ratio,
+            (25, 1),
+            "field rate 50 is not the frame rate"
+        );
+        assert_eq!(p.audio_index, 1);
+        assert!(
+            (p.video_start_s - 0.023).abs() < 1e-9,
+            "{}",
+            p.video_start_s
+        );
+        // ffmpeg's Matroska DURATION is the end time: 12 s end - 10 s start.
+        assert!(
+            (p.video_duration_s - 2.0).abs() < 1e-9,
+            "{}",
+            p.video_duration_s
+        );
+        assert!(!p.is_hdr());
+
+        let hdr = br#"{"streams":[{"codec_type":"video","width":3840,"height":2160,
+            "sample_aspect_ratio":"0:1","field_order":"progressive","pix_fmt":"yuv420p10le",
+            "color_transfer":"smpte2084","duration":"2.5"}],"format":{"duration":"3"}}"#;
+        let p = parse(hdr).unwrap();
+        assert_eq!((p.sar, p.interlaced, p.audio_index), ((1, 1), false, 0));
+        assert!(p.is_hdr());
+        assert_eq!(p.video_duration_s, 2.5);
+        assert_eq!(p.pix_fmt, "yuv420p10le");
+    }
+
+    #[test]
+    fn nominal_frame_rate() {
+        let n = |avg: Option<(u32, u32)>, r: Option<(u32, u32)>| nominal_rate(avg, r);
+        assert_eq!(n(Some((30, 1)), Some((30, 1))), (30, 1));
+        assert_eq!(n(Some((24000, 1001)), Some((24000, 1001))), (24000, 1001));
+        // Rounded averages snap to the nearest standard rate, not the first within 0.5%.
+        assert_eq!(n(Some((2997, 100)), None), (30000, 1001));
+        assert_eq!(n(Some((5994, 100)), Some((60, 1))), (60000, 1001));
+        // VFR: odd average, nominal r_frame_rate.
+        assert_eq!(n(Some((2571, 100)), Some((30, 1))), (30, 1));
+        // Matroska timebase as r_frame_rate: the average it is.
+        assert_eq!(n(Some((2743, 100)), Some((1000, 1))), (2743, 100));
+        assert_eq!(n(None, None), (30, 1));
+        assert_eq!(parse_ratio("0/0"), None);
+        assert_eq!(parse_ratio("25"), Some((25, 1)));
     }
 
     #[test]

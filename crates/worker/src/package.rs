@@ -59,6 +59,16 @@ impl PackagedRendition {
         (self.segments.iter().map(|s| s.bytes).sum::<u64>() as f64 * 8.0 / d).ceil() as u64
     }
 
+    /// Start of every segment but the first, seconds: where another rendition must cut to
+    /// have the same segments.
+    pub fn cut_times(&self) -> Vec<f64> {
+        self.segments
+            .iter()
+            .skip(1)
+            .map(|s| s.start as f64 / self.timescale())
+            .collect()
+    }
+
     pub fn frame_rate(&self) -> Option<f64> {
         let d = self.duration_s();
         let n: u64 = self.segments.iter().map(|s| s.samples).sum();
@@ -66,15 +76,23 @@ impl PackagedRendition {
     }
 }
 
+/// Where a rendition's segments end.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cuts {
+    /// At the encoder's fragment (GOP) boundaries, about this many seconds apart.
+    Target(f64),
+    /// Where another rendition's segments start (seconds, the first one excluded): audio
+    /// follows the video so both have the same segments.
+    At(Vec<f64>),
+}
+
 /// Splits `path` into `{name}/init.mp4` and `{name}/seg-{n}.m4s` under the video's prefix.
-/// `target_s` is the segment duration the encoder was asked for; segments are cut at the
-/// encoder's fragment (GOP) boundaries.
 pub async fn package_rendition(
     store: &Store,
     video: VideoId,
     name: &str,
     path: &Path,
-    target_s: f64,
+    cuts: &Cuts,
 ) -> Result<PackagedRendition> {
     let err = |source| Error::Package {
         rendition: name.to_string(),
@@ -98,13 +116,24 @@ pub async fn package_rendition(
                 SplitEvent::Init { bytes, track: t } => {
                     let key = keys::video_object(video, &format!("{name}/init.mp4"))?;
                     store.put(&key, Bytes::from(bytes)).await?;
-                    // Half the target: each encoder fragment is one GOP of ~target length, so
-                    // a GOP a frame short of the target still closes its own segment.
-                    let target = (target_s * 0.5 * f64::from(t.timescale)) as u64;
-                    builder = Some(SegmentBuilder::new(target.max(1), FIRST_SEGMENT_NUMBER));
+                    let ts = f64::from(t.timescale);
+                    builder = Some(match cuts {
+                        // Half the target: each encoder fragment is one GOP of ~target length,
+                        // so a GOP a frame short of the target still closes its own segment.
+                        Cuts::Target(s) => SegmentBuilder::new(
+                            ((s * 0.5 * ts) as u64).max(1),
+                            FIRST_SEGMENT_NUMBER,
+                        ),
+                        Cuts::At(at) => {
+                            let at: Vec<u64> = at.iter().map(|s| (s * ts).round() as u64).collect();
+                            SegmentBuilder::aligned(&at, FIRST_SEGMENT_NUMBER)
+                        }
+                    });
                     track = Some(t);
                 }
                 SplitEvent::Fragment { bytes, fragment } => {
+                    // Refuse what ffmpeg's DASH reader would mistime, rather than publish it.
+                    oxcast_media::mp4::check_dash_timing(&bytes).map_err(err)?;
                     let b = builder.as_mut().ok_or_else(|| {
                         err(oxcast_media::Error::MissingInit { len: bytes.len() })
                     })?;

@@ -9,7 +9,7 @@ use oxcast_media::{dash, hls, ladder};
 use oxcast_store::keys;
 use oxcast_transcode::{EncodePlan, Input, RenditionKind};
 
-use crate::package::{package_rendition, PackagedRendition};
+use crate::package::{package_rendition, Cuts, PackagedRendition};
 use crate::runner::{Progress, WorkerContext};
 use crate::{Error, Result};
 
@@ -41,9 +41,11 @@ pub(crate) async fn process(
     check_limits(ctx, &probe)?;
     lap("probe");
 
+    // Anamorphic sources are laddered at their display aspect: square pixels in every rung.
+    let (width, height) = ladder::square_pixel_size(probe.width, probe.height, probe.sar);
     let src = ladder::SourceVideo {
-        width: probe.width,
-        height: probe.height,
+        width,
+        height,
         rotation: probe.rotation,
     };
     let poster = work.join("poster.jpg");
@@ -56,9 +58,14 @@ pub(crate) async fn process(
         audio: probe.has_audio,
         preset: cfg.transcode.preset.clone(),
         segment_s: cfg.transcode.segment_s,
-        frame_rate: probe.frame_rate,
+        frame_rate: oxcast_transcode::output_frame_rate(probe.frame_rate_ratio),
+        deinterlace: probe.interlaced,
+        tone_map: probe.is_hdr().then(|| probe.color_transfer.clone()),
+        audio_stream: probe.audio_index,
         audio_bitrate: cfg.transcode.audio_bitrate,
         duration_s: probe.duration_s,
+        video_duration_s: probe.video_duration_s,
+        video_start_s: probe.video_start_s,
         poster: Some(oxcast_transcode::Poster {
             at_s: probe.duration_s * 0.1,
             max_width: 1280,
@@ -79,18 +86,16 @@ pub(crate) async fn process(
         tracing::info!(stale, "removed objects of an earlier attempt");
     }
 
-    let mut video = Vec::new();
+    let mut video: Vec<(PackagedRendition, ladder::Rung)> = Vec::new();
     let mut audio = None;
     let count = encoded.renditions.len() as f64;
+    // Video first (the encoder lists it first): audio then cuts where the video does.
     for (i, r) in encoded.renditions.iter().enumerate() {
-        let packaged = package_rendition(
-            &ctx.store,
-            job.video_id,
-            &r.name,
-            &r.path,
-            cfg.transcode.segment_s,
-        )
-        .await?;
+        let cuts = match (r.kind, video.first()) {
+            (RenditionKind::Audio, Some((v, _))) => Cuts::At(v.cut_times()),
+            _ => Cuts::Target(cfg.transcode.segment_s),
+        };
+        let packaged = package_rendition(&ctx.store, job.video_id, &r.name, &r.path, &cuts).await?;
         let playlist = media_playlist(&packaged);
         put(ctx, job, &format!("{}/index.m3u8", r.name), playlist).await?;
         match r.kind {

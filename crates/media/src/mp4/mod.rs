@@ -1,5 +1,5 @@
 //! ISO BMFF box reading for single-track fragmented MP4 (CMAF), as ffmpeg writes it with
-//! `-movflags +frag_keyframe+empty_moov+default_base_moof+cmaf`:
+//! `-movflags +frag_keyframe+delay_moov+default_base_moof` (or `+empty_moov…+cmaf` for live):
 //! `ftyp` `moov` then repeated `[styp|sidx|prft|emsg]* moof mdat`, optionally ending in `mfra`.
 //!
 //! This module only reads boxes and reports what is in them; deciding where HLS/DASH segments
@@ -13,12 +13,15 @@ mod read;
 mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
+mod timing;
 
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
+pub use timing::check_dash_timing;
+
 use init::Trex;
 use read::{read_header, BoxRef};
 

@@ -566,3 +566,185 @@ pub fn node_script(script: &str, args: &[&str]) -> String {
     );
     stdout
 }
+
+/// `ffmpeg -v warning -i URL -map 0 -f null -`: every warning and error, which must be none at
+/// all for a clean stream.
+pub fn decode_warnings(url: &str) -> String {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "warning",
+            "-i",
+            url,
+            "-map",
+            "0",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let mut s = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if !out.status.success() {
+        s.push_str(&format!("\n(exit {})", out.status));
+    }
+    s
+}
+
+/// `ffprobe -of json` with the given extra arguments before `url`, parsed.
+pub fn ffprobe_json(args: &[&str], url: &str) -> Value {
+    let out = Command::new("ffprobe")
+        .args(["-hide_banner", "-v", "error", "-of", "json"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("ffprobe must be installed");
+    assert!(
+        out.status.success(),
+        "ffprobe {args:?} {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Whether this ffmpeg build has an encoder (`libx265`, `libsvtav1`, ...).
+pub fn has_encoder(name: &str) -> bool {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-encoders"])
+        .output()
+        .expect("ffmpeg must be installed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(name))
+}
+
+/// Length of the source's video stream, as ffprobe reports it (ffmpeg's Matroska muxer writes
+/// the end time as DURATION, so the start is taken off).
+pub fn source_duration(path: &Path) -> f64 {
+    let v = ffprobe_json(
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=duration,start_time:stream_tags=DURATION:format=duration",
+        ],
+        &path.display().to_string(),
+    );
+    let s = &v["streams"][0];
+    let num = |v: &Value| v.as_str().and_then(|d| d.parse::<f64>().ok());
+    let clock = |t: &str| {
+        t.split(':')
+            .try_fold(0.0, |acc, p| p.parse::<f64>().ok().map(|x| acc * 60.0 + x))
+    };
+    num(&s["duration"])
+        .or_else(|| {
+            let end = s["tags"]["DURATION"].as_str().and_then(clock)?;
+            Some(end - num(&s["start_time"]).unwrap_or(0.0).max(0.0))
+        })
+        .or_else(|| num(&v["format"]["duration"]))
+        .expect("source duration")
+}
+
+/// `TFF + BFF` and `progressive` frame counts from ffmpeg's `idet` over `url`'s first video.
+pub fn idet(url: &str) -> (u64, u64) {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "info",
+            "-i",
+            url,
+            "-map",
+            "0:v:0",
+            "-vf",
+            "idet",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("Multi frame detection"))
+        .unwrap_or_default();
+    let num = |key: &str| -> u64 {
+        line.split(key)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (num("TFF:") + num("BFF:"), num("Progressive:"))
+}
+
+/// Peak level of `url`'s first audio stream, dBFS.
+pub fn max_volume(url: &str) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "info",
+            "-i",
+            url,
+            "-map",
+            "0:a:0",
+            "-af",
+            "volumedetect",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| l.split("max_volume:").nth(1))
+        .and_then(|v| v.trim().trim_end_matches("dB").trim().parse().ok())
+        .unwrap_or(f64::NEG_INFINITY)
+}
+
+/// `mediaPresentationDuration="PT2.000S"` in seconds.
+pub fn mpd_duration(mpd: &str) -> Option<f64> {
+    let v = mpd
+        .split("mediaPresentationDuration=\"")
+        .nth(1)?
+        .split('"')
+        .next()?;
+    let v = v.strip_prefix("PT")?;
+    let (mut secs, mut num) = (0.0, String::new());
+    for ch in v.chars() {
+        match ch {
+            'H' => secs += num.parse::<f64>().ok()? * 3600.0,
+            'M' => secs += num.parse::<f64>().ok()? * 60.0,
+            'S' => secs += num.parse::<f64>().ok()?,
+            _ => {
+                num.push(ch);
+                continue;
+            }
+        }
+        num.clear();
+    }
+    Some(secs)
+}
+
+/// `(width, height)` of each video `Representation` of an MPD.
+pub fn mpd_sizes(mpd: &str) -> Vec<(u32, u32)> {
+    let attr = |l: &str, name: &str| -> Option<u32> {
+        l.split(&format!(" {name}=\""))
+            .nth(1)?
+            .split('"')
+            .next()?
+            .parse()
+            .ok()
+    };
+    mpd.lines()
+        .filter(|l| l.contains("<Representation "))
+        .filter_map(|l| Some((attr(l, "width")?, attr(l, "height")?)))
+        .collect()
+}

@@ -52,8 +52,8 @@ impl NoiseLog {
         (interval / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
 
-    /// Notes `n` events of one kind from `source`: the first of an interval is logged (INFO),
-    /// the others only at DEBUG and in the next summary.
+    /// Notes `n` events of one kind from `source`, described by `what`: the first note of an
+    /// interval is logged (INFO), later ones only at DEBUG and counted in the next summary.
     pub(crate) fn note(&self, source: Option<IpAddr>, noise: Noise, n: u64, what: &dyn Display) {
         let now = tokio::time::Instant::now().into_std();
         let verdict = self

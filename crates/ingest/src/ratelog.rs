@@ -80,8 +80,8 @@ impl<K: Hash + Eq + Clone> LogLimiter<K> {
         self.hit_n(source, 1, now)
     }
 
-    /// Records `n` events of `source` at `now` (for counts that arrive in batches); the verdict
-    /// is for the first of them, the rest are counted as suppressed.
+    /// Records a batch of `n` events of `source` at `now` (for counts that arrive in batches):
+    /// either the whole batch is to be logged, or the whole batch is counted for the summary.
     pub fn hit_n(&mut self, source: K, n: u64, now: Instant) -> Verdict {
         if n == 0 {
             return Verdict::Suppress;
@@ -100,10 +100,7 @@ impl<K: Hash + Eq + Clone> LogLimiter<K> {
         // A window that outlived its interval without a `due` call starts over (callers call
         // `due` on a timer, so this only happens between two ticks).
         if created || now.saturating_duration_since(window.started) >= interval {
-            *window = Window {
-                started: now,
-                suppressed: n - 1,
-            };
+            *window = Window::new(now);
             Verdict::Log
         } else {
             window.suppressed += n;
@@ -232,15 +229,20 @@ mod tests {
     }
 
     #[test]
-    fn batches_count_all_but_the_logged_first() {
+    fn batches_are_logged_or_counted_whole() {
         let t0 = Instant::now();
         let mut l = limiter();
         assert_eq!(l.hit_n("a", 0, t0), Verdict::Suppress, "nothing happened");
         assert_eq!(l.tracked(), 0);
-        assert_eq!(l.hit_n("a", 500, t0), Verdict::Log);
+        assert_eq!(
+            l.hit_n("a", 500, t0),
+            Verdict::Log,
+            "the caller logs all 500"
+        );
         assert_eq!(l.hit_n("a", 250, t0 + S), Verdict::Suppress);
+        assert_eq!(l.hit_n("a", 50, t0 + 2 * S), Verdict::Suppress);
         let due = l.due(t0 + 10 * S);
-        assert_eq!(due[0].suppressed, 749);
+        assert_eq!(due[0].suppressed, 300, "only what was not logged");
     }
 
     #[test]

@@ -224,10 +224,12 @@ mod tests {
         // Tasks spawned from there live there.
         let inner = t
             .run(async {
-                tokio::spawn(async { std::thread::current().name().map(str::to_string) })
+                let task =
+                    tokio::spawn(async { std::thread::current().name().map(str::to_string) });
+                task.await.unwrap()
             })
             .await;
-        assert_eq!(inner.await.unwrap().as_deref(), Some("srt-ingest"));
+        assert_eq!(inner.as_deref(), Some("srt-ingest"));
         t.stop().await;
     }
 }

@@ -135,9 +135,13 @@ impl Connection {
             Outcome::Error
         };
         match (&result, outcome) {
-            (Ok(()), _) => info!(bytes = self.bytes_read, "RTMP connection closed"),
-            (Err(Error::Shutdown), _) => info!("RTMP connection closed by shutdown"),
+            (Ok(()), Outcome::Accepted) => info!(bytes = self.bytes_read, "RTMP connection closed"),
+            (Err(Error::Shutdown), Outcome::Accepted) => {
+                info!("RTMP connection closed by shutdown")
+            }
             (Err(e), Outcome::Accepted) => info!(error = %e, "RTMP publisher ended"),
+            // The refusal itself went through `noise`.
+            (Ok(()), _) => debug!("RTMP connection closed after a refusal"),
             (
                 Err(
                     e @ (Error::RtmpHandshake { .. }
@@ -392,6 +396,12 @@ impl Connection {
                 }
             }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                self.noise.note(
+                    Some(self.peer.ip()),
+                    Noise::Refused,
+                    1,
+                    &"play request (this server only accepts publishers)",
+                );
                 let answer = session.reject_request(
                     request_id,
                     "NetStream.Play.Failed",

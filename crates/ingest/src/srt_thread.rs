@@ -2,12 +2,14 @@
 //!
 //! `srt-tokio` parses every datagram of the shared UDP socket in one listener task, and
 //! `srt-protocol` logs each one it cannot parse at WARN through the `log` facade, without the
-//! sender's address (100k garbage datagrams were 11 MB of log in 10 s). We cannot change what
-//! it logs, but we can choose where it runs: on a thread of its own, whose tracing dispatcher
-//! ([`QuietSrt`]) drops the listener's per-datagram lines and forwards everything else. The
-//! listener counts the datagrams it could not parse; `srt.rs` turns that count into one summary
-//! per interval. A flood's parsing cost also stays on this thread, off the runtime that serves
-//! HTTP.
+//! sender's address (100k garbage datagrams were 11 MB of log in 10 s). Its other messages are
+//! per packet too, and some quote handshake packets whole, stream id (the key) included: a
+//! repeated handshake on an open connection is a WARN with the packet. We cannot change what it
+//! logs, but we can choose where it runs: on a thread of its own, whose tracing dispatcher
+//! ([`QuietSrt`]) drops the SRT stack's messages below ERROR and forwards everything else. Our
+//! own lines (`srt.rs`) cover each connection's life; the listener's count of datagrams it could
+//! not parse becomes one summary per interval. A flood's parsing cost also stays on this
+//! thread, off the runtime that serves HTTP.
 //!
 //! Everything `srt-tokio` spawns (the listener task, one task per connection) runs here; the
 //! values it hands out (requests, sockets) are channels and work from any runtime.
@@ -22,8 +24,8 @@ use tracing::{
     Dispatch, Event, Level, Metadata, Subscriber,
 };
 
-/// `log` targets whose messages are caused by unauthenticated datagrams, one per datagram.
-const PER_DATAGRAM_TARGETS: &[&str] = &["srt_protocol::listener", "srt_protocol::packet"];
+/// `log` targets of the SRT stack: per-packet messages, some quoting stream ids.
+const SRT_STACK_TARGETS: &[&str] = &["srt_protocol", "srt_tokio"];
 
 /// A current-thread runtime on a named thread; stops when dropped (or [`SrtThread::stop`]).
 pub(crate) struct SrtThread {
@@ -89,7 +91,7 @@ impl Drop for SrtThread {
     }
 }
 
-/// Forwards to `inner`, except the SRT stack's per-datagram messages above DEBUG.
+/// Forwards to `inner`, except the SRT stack's messages below ERROR.
 struct QuietSrt {
     inner: Dispatch,
     /// `Dispatch` does not expose its subscriber's hint; the level in force at start is.
@@ -105,8 +107,8 @@ impl QuietSrt {
     }
 
     fn dropped(meta: &Metadata<'_>) -> bool {
-        *meta.level() <= Level::INFO
-            && PER_DATAGRAM_TARGETS
+        *meta.level() != Level::ERROR
+            && SRT_STACK_TARGETS
                 .iter()
                 .any(|t| meta.target().starts_with(t))
     }
@@ -193,23 +195,25 @@ mod tests {
     }
 
     #[test]
-    fn drops_per_datagram_lines_only() {
+    fn drops_the_srt_stacks_lines_below_error_only() {
         let seen = Seen::default();
         let inner = Dispatch::new(seen.clone());
         let quiet = Dispatch::new(QuietSrt::new(inner));
         tracing::dispatcher::with_default(&quiet, || {
             tracing::warn!(target: "srt_protocol::listener", "packet - Parse(...)");
             tracing::info!(target: "srt_protocol::packet::control", "odd flags");
-            tracing::debug!(target: "srt_protocol::listener", "kept for debugging");
-            tracing::warn!(target: "srt_protocol::connection", "kept: an accepted peer");
+            tracing::debug!(target: "srt_tokio::listener::state", "input - Handshake(sid=KEY)");
+            tracing::warn!(target: "srt_protocol::connection", "handshake - Handshake(KEY)");
+            tracing::error!(target: "srt_tokio::socket::factory", "kept: errors");
             tracing::warn!(target: "oxcast_ingest::srt", "kept: ours");
+            tracing::debug!(target: "srtish", "kept: not the SRT stack");
         });
         assert_eq!(
             *seen.0.lock().unwrap(),
             [
-                "DEBUG srt_protocol::listener",
-                "WARN srt_protocol::connection",
-                "WARN oxcast_ingest::srt"
+                "ERROR srt_tokio::socket::factory",
+                "WARN oxcast_ingest::srt",
+                "DEBUG srtish"
             ]
         );
     }

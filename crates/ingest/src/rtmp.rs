@@ -23,6 +23,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::{
     ask_handler, catch_panic, count_connection, count_media, flv, key_fingerprint,
     noise::{Noise, NoiseLog},
+    ratelog::{LogLimiter, Verdict},
     send_media, Container, Error, IngestConfig, MediaStream, Outcome, Protocol, PublishHandler,
     PublishRequest, Result,
 };
@@ -51,6 +52,8 @@ pub async fn serve_rtmp_with(
     let tracker = TaskTracker::new();
     let noise = Arc::new(NoiseLog::new(Protocol::Rtmp, &config));
     let mut flush = tokio::time::interval(noise.tick());
+    // Failures to accept have no source; one line per interval, then a count.
+    let mut accept_errors = LogLimiter::new(config.log_interval, 1);
     let config = Arc::new(config);
     info!(local = ?listener.local_addr().ok(), "RTMP ingest listening");
     loop {
@@ -58,6 +61,11 @@ pub async fn serve_rtmp_with(
             _ = shutdown.cancelled() => break,
             _ = flush.tick() => {
                 noise.flush();
+                let now = Instant::now().into_std();
+                for s in accept_errors.due(now) {
+                    warn!(count = s.suppressed, "{} more RTMP accept failures in the last {:.0} s",
+                        s.suppressed, s.over.as_secs_f64());
+                }
                 continue;
             }
             r = listener.accept() => r,
@@ -66,7 +74,9 @@ pub async fn serve_rtmp_with(
             Ok(x) => x,
             Err(e) => {
                 // Usually out of file descriptors; back off instead of spinning.
-                warn!(error = %e, "RTMP accept failed");
+                if accept_errors.hit((), Instant::now().into_std()) == Verdict::Log {
+                    warn!(error = %e, "RTMP accept failed; more failures are counted, not logged");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(100)) => continue,

@@ -240,6 +240,8 @@ pub async fn reset_key(
     let mut s = stream(&state, &id).await?;
     s.stream_key = new_key();
     state.db.reset_stream_key(s.id, &s.stream_key).await?;
+    // Never the key, old or new: logs are read by more people than the stream's owner.
+    tracing::info!(stream = %s.id, "stream key reset");
     Ok(Json(view(&state, &s).await?))
 }
 

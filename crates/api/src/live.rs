@@ -61,6 +61,15 @@ pub struct SessionView {
     pub status: String,
 }
 
+/// A publisher the server accepted, then refused once it saw the media (for example an
+/// audio-only stream). No session or video was created for it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefusedPublishView {
+    /// What the streamer has to change.
+    pub reason: String,
+    pub at: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LiveStreamView {
     pub id: String,
@@ -74,6 +83,8 @@ pub struct LiveStreamView {
     pub status: String,
     pub created_at: String,
     pub current_session: Option<CurrentSession>,
+    /// The last publisher refused after its media was probed; cleared when one goes live.
+    pub last_refused_publish: Option<RefusedPublishView>,
     pub sessions: Vec<SessionView>,
 }
 
@@ -108,6 +119,7 @@ fn public_host(state: &AppState, addr: std::net::SocketAddr) -> String {
 async fn view(state: &AppState, s: &LiveStream) -> ApiResult<LiveStreamView> {
     let cfg = &state.config.live;
     let status = state.live.as_ref().and_then(|l| l.status(s.id));
+    let refused = state.live.as_ref().and_then(|l| l.last_refused(s.id));
     let sessions = state.db.live_sessions(s.id).await?;
     let current = status.filter(|st| !st.ended).map(|st| CurrentSession {
         id: st.session_id.to_string(),
@@ -147,6 +159,10 @@ async fn view(state: &AppState, s: &LiveStream) -> ApiResult<LiveStreamView> {
         status: if current.is_some() { "live" } else { "idle" }.into(),
         created_at: rfc3339(s.created_at),
         current_session: current,
+        last_refused_publish: refused.map(|r| RefusedPublishView {
+            reason: r.reason,
+            at: rfc3339(r.at_ms),
+        }),
         sessions: sessions
             .iter()
             .map(|x| SessionView {
@@ -224,6 +240,8 @@ pub async fn reset_key(
     let mut s = stream(&state, &id).await?;
     s.stream_key = new_key();
     state.db.reset_stream_key(s.id, &s.stream_key).await?;
+    // Never the key, old or new: logs are read by more people than the stream's owner.
+    tracing::info!(stream = %s.id, "stream key reset");
     Ok(Json(view(&state, &s).await?))
 }
 
@@ -279,6 +297,8 @@ pub async fn latency(
     })))
 }
 
+/// Viewers asking too early, too late or for nothing are routine (DEBUG); only the server's own
+/// failures are errors.
 fn live_error(e: LiveError) -> Response {
     let status = match &e {
         LiveError::NotLive | LiveError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -286,6 +306,11 @@ fn live_error(e: LiveError) -> Response {
         LiveError::BadRequest(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %e, "live origin request failed");
+    } else {
+        tracing::debug!(error = %e, %status, "live origin request not served");
+    }
     let mut r = (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -14,7 +14,11 @@
 //! in order and ends when the publisher disconnects; on `Err` the publisher is refused at once.
 //!
 //! # Behaviour
-//! * Each connection runs in its own task with a tracing span (`protocol`, `peer`, `key`).
+//! * Each connection runs in its own task with a tracing span (`protocol`, `peer`, and `key`:
+//!   the key's [`key_fingerprint`], never the key itself).
+//! * Garbage and refusals are logged per source address at most twice per
+//!   [`IngestConfig::log_interval`]: the first at once, then a summary with the count
+//!   ([`ratelog`]). Single events stay at DEBUG.
 //! * The handshake (up to and including the publish decision) is bounded by
 //!   [`IngestConfig::handshake_timeout`]; a publisher that sends nothing for
 //!   [`IngestConfig::idle_timeout`] is dropped.
@@ -37,8 +41,11 @@
 
 mod error;
 pub mod flv;
+mod noise;
+pub mod ratelog;
 mod rtmp;
 mod srt;
+mod srt_thread;
 pub mod streamid;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -82,7 +89,9 @@ pub enum Container {
 }
 
 /// A publisher asking to publish on a stream key.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` shows the key's [`key_fingerprint`], never the key.
+#[derive(Clone)]
 pub struct PublishRequest {
     /// The stream key (RTMP: the publish name; SRT: parsed from the `streamid`).
     pub key: String,
@@ -90,6 +99,24 @@ pub struct PublishRequest {
     pub protocol: Protocol,
     /// The publisher's address.
     pub peer: SocketAddr,
+}
+
+impl std::fmt::Debug for PublishRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishRequest")
+            .field("key", &format_args!("#{}", key_fingerprint(&self.key)))
+            .field("protocol", &self.protocol)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+/// What logs show instead of a stream key: the first 8 hex digits of its SHA-256. Enough to
+/// tell keys apart in a log ("the same wrong key 500 times"), useless for publishing.
+pub fn key_fingerprint(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a publish was refused; the text is logged and, for RTMP, sent to the publisher.
@@ -148,6 +175,12 @@ pub struct IngestConfig {
     /// SRT receive latency offered to callers (the larger of both sides wins). Default 120 ms,
     /// libsrt's default.
     pub srt_latency: Duration,
+    /// Garbage and refused publishes are logged at most twice per source per interval (the
+    /// first at once, then a summary with the count). Default 10 s.
+    pub log_interval: Duration,
+    /// Sources tracked one by one for [`IngestConfig::log_interval`]; more share one entry.
+    /// Default 64.
+    pub log_max_sources: usize,
 }
 
 impl Default for IngestConfig {
@@ -158,6 +191,8 @@ impl Default for IngestConfig {
             stall_timeout: Duration::from_secs(10),
             channel_capacity: 256,
             srt_latency: Duration::from_millis(120),
+            log_interval: Duration::from_secs(10),
+            log_max_sources: 64,
         }
     }
 }
@@ -186,6 +221,11 @@ impl IngestConfig {
     /// Sets [`IngestConfig::srt_latency`].
     pub fn with_srt_latency(mut self, d: Duration) -> Self {
         self.srt_latency = d;
+        self
+    }
+    /// Sets [`IngestConfig::log_interval`].
+    pub fn with_log_interval(mut self, d: Duration) -> Self {
+        self.log_interval = d;
         self
     }
 }
@@ -272,5 +312,29 @@ where
             tracing::error!(%protocol, panic = %msg, "connection task panicked; dropped it");
             Outcome::Error
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_hide_the_key_and_tell_keys_apart() {
+        let fp = key_fingerprint("s3cretKEYs3cretKEY");
+        assert_eq!(fp.len(), 8);
+        assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(fp, key_fingerprint("s3cretKEYs3cretKEY"), "stable");
+        assert_ne!(fp, key_fingerprint("s3cretKEYs3cretKEz"));
+        // SHA-256("abc") starts with ba7816bf.
+        assert_eq!(key_fingerprint("abc"), "ba7816bf");
+        let req = PublishRequest {
+            key: "s3cretKEYs3cretKEY".into(),
+            protocol: Protocol::Rtmp,
+            peer: "127.0.0.1:1935".parse().unwrap(),
+        };
+        let shown = format!("{req:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains(&fp), "{shown}");
     }
 }

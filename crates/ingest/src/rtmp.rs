@@ -21,8 +21,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::{
-    ask_handler, catch_panic, count_connection, count_media, flv, send_media, Container, Error,
-    IngestConfig, MediaStream, Outcome, Protocol, PublishHandler, PublishRequest, Result,
+    ask_handler, catch_panic, count_connection, count_media, flv, key_fingerprint,
+    noise::{Noise, NoiseLog},
+    ratelog::{LogLimiter, Verdict},
+    send_media, Container, Error, IngestConfig, MediaStream, Outcome, Protocol, PublishHandler,
+    PublishRequest, Result,
 };
 
 /// The only RTMP application name accepted.
@@ -47,18 +50,33 @@ pub async fn serve_rtmp_with(
     config: IngestConfig,
 ) {
     let tracker = TaskTracker::new();
+    let noise = Arc::new(NoiseLog::new(Protocol::Rtmp, &config));
+    let mut flush = tokio::time::interval(noise.tick());
+    // Failures to accept have no source; one line per interval, then a count.
+    let mut accept_errors = LogLimiter::new(config.log_interval, 1);
     let config = Arc::new(config);
     info!(local = ?listener.local_addr().ok(), "RTMP ingest listening");
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = flush.tick() => {
+                noise.flush();
+                let now = Instant::now().into_std();
+                for s in accept_errors.due(now) {
+                    warn!(count = s.suppressed, "{} more RTMP accept failures in the last {:.0} s",
+                        s.suppressed, s.over.as_secs_f64());
+                }
+                continue;
+            }
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // Usually out of file descriptors; back off instead of spinning.
-                warn!(error = %e, "RTMP accept failed");
+                if accept_errors.hit((), Instant::now().into_std()) == Verdict::Log {
+                    warn!(error = %e, "RTMP accept failed; more failures are counted, not logged");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
@@ -72,6 +90,7 @@ pub async fn serve_rtmp_with(
             handler: handler.clone(),
             config: config.clone(),
             shutdown: shutdown.clone(),
+            noise: noise.clone(),
             bytes_read: 0,
             tx: None,
             refused: false,
@@ -87,6 +106,7 @@ pub async fn serve_rtmp_with(
     drop(listener);
     tracker.close();
     tracker.wait().await;
+    noise.flush();
     info!("RTMP ingest stopped");
 }
 
@@ -102,6 +122,7 @@ struct Connection {
     handler: Arc<dyn PublishHandler>,
     config: Arc<IngestConfig>,
     shutdown: CancellationToken,
+    noise: Arc<NoiseLog>,
     bytes_read: u64,
     /// Set once the handler accepted the publish.
     tx: Option<mpsc::Sender<Bytes>>,
@@ -124,9 +145,25 @@ impl Connection {
             Outcome::Error
         };
         match (&result, outcome) {
-            (Ok(()), _) => info!(bytes = self.bytes_read, "RTMP connection closed"),
-            (Err(Error::Shutdown), _) => info!("RTMP connection closed by shutdown"),
+            (Ok(()), Outcome::Accepted) => info!(bytes = self.bytes_read, "RTMP connection closed"),
+            (Err(Error::Shutdown), Outcome::Accepted) => {
+                info!("RTMP connection closed by shutdown")
+            }
             (Err(e), Outcome::Accepted) => info!(error = %e, "RTMP publisher ended"),
+            // The refusal itself went through `noise`.
+            (Ok(()), _) => debug!("RTMP connection closed after a refusal"),
+            (
+                Err(
+                    e @ (Error::RtmpHandshake { .. }
+                    | Error::RtmpSession { .. }
+                    | Error::HandshakeTimeout { .. }),
+                ),
+                _,
+            ) => self
+                .noise
+                .note(Some(self.peer.ip()), Noise::Malformed, 1, e),
+            // Closed or reset before publishing: health checks, port scans, a publisher that
+            // gave up after a refusal.
             (Err(e), _) => debug!(error = %e, "RTMP connection dropped before publishing"),
         }
         // Dropping `self` closes the socket and ends the media stream.
@@ -296,7 +333,16 @@ impl Connection {
                     let answer = session.accept_request(request_id);
                     self.write_answer(answer).await?;
                 } else {
-                    info!(app = %app_name, "RTMP connect refused: unknown application");
+                    // The application is not logged: `rtmp://host/KEY` puts a key there.
+                    self.noise.note(
+                        Some(self.peer.ip()),
+                        Noise::Refused,
+                        1,
+                        &format_args!(
+                            "connect to unknown application #{} (only {RTMP_APP:?} is served)",
+                            key_fingerprint(&app_name)
+                        ),
+                    );
                     let answer = session.reject_request(
                         request_id,
                         "NetConnection.Connect.Rejected",
@@ -321,7 +367,8 @@ impl Connection {
                     self.write_answer(answer).await?;
                     return Ok(Flow::Continue);
                 }
-                tracing::Span::current().record("key", stream_key.as_str());
+                let fingerprint = key_fingerprint(&stream_key);
+                tracing::Span::current().record("key", fingerprint.as_str());
                 let (tx, rx) = mpsc::channel(self.config.channel_capacity);
                 let req = PublishRequest {
                     key: stream_key,
@@ -341,7 +388,12 @@ impl Connection {
                         self.tx = Some(tx);
                     }
                     Err(refusal) => {
-                        info!(reason = %refusal, "RTMP publish refused");
+                        self.noise.note(
+                            Some(self.peer.ip()),
+                            Noise::Refused,
+                            1,
+                            &format_args!("publish with key #{fingerprint} refused: {refusal}"),
+                        );
                         let answer = session.reject_request(
                             request_id,
                             "NetStream.Publish.BadName",
@@ -354,6 +406,12 @@ impl Connection {
                 }
             }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                self.noise.note(
+                    Some(self.peer.ip()),
+                    Noise::Refused,
+                    1,
+                    &"play request (this server only accepts publishers)",
+                );
                 let answer = session.reject_request(
                     request_id,
                     "NetStream.Play.Failed",
@@ -377,7 +435,8 @@ impl Connection {
                 info!("RTMP publisher finished");
                 return Ok(Flow::Close);
             }
-            other => debug!(event = ?other, "RTMP event ignored"),
+            // By name only: most events carry the stream key (releaseStream, FCPublish, ...).
+            other => debug!(event = event_name(&other), "RTMP event ignored"),
         }
         Ok(Flow::Continue)
     }
@@ -409,5 +468,24 @@ impl Connection {
     async fn close_after_refusal(&mut self) -> Result<Flow> {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
         Ok(Flow::Close)
+    }
+}
+
+/// An RTMP event's name, without its fields (which may hold the stream key).
+fn event_name(e: &ServerSessionEvent) -> &'static str {
+    match e {
+        ServerSessionEvent::ClientChunkSizeChanged { .. } => "ClientChunkSizeChanged",
+        ServerSessionEvent::ConnectionRequested { .. } => "ConnectionRequested",
+        ServerSessionEvent::ReleaseStreamRequested { .. } => "ReleaseStreamRequested",
+        ServerSessionEvent::PublishStreamRequested { .. } => "PublishStreamRequested",
+        ServerSessionEvent::PublishStreamFinished { .. } => "PublishStreamFinished",
+        ServerSessionEvent::StreamMetadataChanged { .. } => "StreamMetadataChanged",
+        ServerSessionEvent::AudioDataReceived { .. } => "AudioDataReceived",
+        ServerSessionEvent::VideoDataReceived { .. } => "VideoDataReceived",
+        ServerSessionEvent::UnhandleableAmf0Command { .. } => "UnhandleableAmf0Command",
+        ServerSessionEvent::PlayStreamRequested { .. } => "PlayStreamRequested",
+        ServerSessionEvent::PlayStreamFinished { .. } => "PlayStreamFinished",
+        ServerSessionEvent::AcknowledgementReceived { .. } => "AcknowledgementReceived",
+        ServerSessionEvent::PingResponseReceived { .. } => "PingResponseReceived",
     }
 }

@@ -6,6 +6,10 @@
 //! before the handshake completes. Because the listener task is shared, a connection whose
 //! reader stops would eventually stall all SRT publishers; hence the stall timeout on the media
 //! channel (see [`IngestConfig::stall_timeout`]).
+//!
+//! The listener runs on its own thread ([`crate::srt_thread`]) so that its per-datagram log
+//! lines can be dropped; datagrams it cannot parse are reported from its statistics instead,
+//! as one line per [`IngestConfig::log_interval`].
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -16,10 +20,14 @@ use srt_tokio::{
 };
 use tokio::{net::UdpSocket, sync::mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, Instrument};
 
 use crate::{
-    ask_handler, catch_panic, count_connection, count_media, send_media, streamid::parse_stream_id,
+    ask_handler, catch_panic, count_connection, count_media, key_fingerprint,
+    noise::{Noise, NoiseLog},
+    send_media,
+    srt_thread::SrtThread,
+    streamid::parse_stream_id,
     Container, Error, IngestConfig, MediaStream, Outcome, Protocol, PublishHandler, PublishRequest,
     Result,
 };
@@ -68,26 +76,54 @@ pub async fn serve_srt_socket(
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
     let local = socket.local_addr().map_err(|e| bind_err(unspecified, e))?;
     let std_socket = socket.into_std().map_err(|e| bind_err(local, e))?;
+    let srt = SrtThread::start().map_err(|e| bind_err(local, e))?;
+    let noise = Arc::new(NoiseLog::new(Protocol::Srt, &config));
+    let mut flush = tokio::time::interval(noise.tick());
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
     info!(%local, "SRT ingest listening");
 
-    loop {
-        let socket = std_socket
-            .try_clone()
-            .and_then(UdpSocket::from_std)
-            .map_err(|e| bind_err(local, e))?;
+    let result = loop {
+        let socket = match std_socket.try_clone() {
+            Ok(s) => s,
+            Err(e) => break Err(bind_err(local, e)),
+        };
         let latency = config.srt_latency;
-        let (mut listener, mut incoming) = SrtListener::builder()
-            .socket(socket)
-            .latency(latency)
-            .bind(local)
-            .await
-            .map_err(|e| bind_err(local, e))?;
+        // Bound on the SRT thread, so that the listener task it spawns runs there.
+        let bound = srt
+            .run(async move {
+                SrtListener::builder()
+                    .socket(UdpSocket::from_std(socket)?)
+                    .latency(latency)
+                    .bind(local)
+                    .await
+            })
+            .await;
+        let (mut listener, mut incoming) = match bound {
+            Ok(l) => l,
+            Err(e) => break Err(bind_err(local, e)),
+        };
+        let mut stats = listener.statistics().clone();
+        let mut parse_errors = 0;
 
         let listener_died = loop {
             let request = tokio::select! {
                 _ = shutdown.cancelled() => break false,
+                _ = flush.tick() => {
+                    noise.flush();
+                    continue;
+                }
+                Some(s) = stats.next() => {
+                    let new = s.rx_parse_errors.saturating_sub(parse_errors);
+                    parse_errors = s.rx_parse_errors;
+                    if new > 0 {
+                        noise.note(None, Noise::Malformed, new, &format_args!(
+                            "{new} datagrams that are not SRT (srt-tokio does not report their \
+                             sources)"
+                        ));
+                    }
+                    continue;
+                }
                 r = incoming.incoming().next() => r,
             };
             let Some(request) = request else {
@@ -98,11 +134,12 @@ pub async fn serve_srt_socket(
             let handler = handler.clone();
             let config = config.clone();
             let shutdown = shutdown.clone();
+            let noise = noise.clone();
             tracker.spawn(
                 async move {
                     let outcome = catch_panic(
                         Protocol::Srt,
-                        handle_request(request, handler, config, shutdown),
+                        handle_request(request, handler, config, shutdown, noise),
                     )
                     .await;
                     count_connection(Protocol::Srt, outcome);
@@ -115,19 +152,22 @@ pub async fn serve_srt_socket(
             // `close` waits for the listener task; it has no reason to hang, but never let
             // shutdown depend on that.
             let _ = tokio::time::timeout(Duration::from_secs(2), listener.close()).await;
-            break;
+            break Ok(());
         }
         error!(%local, "SRT listener task ended unexpectedly; restarting it");
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break Ok(()),
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
-    }
+    };
 
+    // The connections' SRT sockets run on the SRT thread: stop it only after them.
     tracker.close();
     tracker.wait().await;
+    srt.stop().await;
+    noise.flush();
     info!("SRT ingest stopped");
-    Ok(())
+    result
 }
 
 async fn handle_request(
@@ -135,18 +175,26 @@ async fn handle_request(
     handler: Arc<dyn PublishHandler>,
     config: Arc<IngestConfig>,
     shutdown: CancellationToken,
+    noise: Arc<NoiseLog>,
 ) -> Outcome {
     let peer = request.remote();
     let sid = request.stream_id().map(|s| s.to_string());
     let key = match parse_stream_id(sid.as_deref().unwrap_or("")) {
         Ok(k) => k,
         Err(e) => {
-            info!(streamid = ?sid, reason = %e, "SRT caller refused: bad streamid");
+            // The streamid itself is not logged: it usually holds a key.
+            noise.note(
+                Some(peer.ip()),
+                Noise::Refused,
+                1,
+                &format_args!("caller with a bad streamid: {e}"),
+            );
             reject(request, ServerRejectReason::BadRequest).await;
             return Outcome::Refused;
         }
     };
-    tracing::Span::current().record("key", key.as_str());
+    let fingerprint = key_fingerprint(&key);
+    tracing::Span::current().record("key", fingerprint.as_str());
 
     let (tx, rx) = mpsc::channel(config.channel_capacity);
     let req = PublishRequest {
@@ -163,7 +211,12 @@ async fn handle_request(
         d = ask_handler(&handler, req, media, config.handshake_timeout) => d,
     };
     if let Err(refusal) = decision {
-        info!(reason = %refusal, "SRT publish refused");
+        noise.note(
+            Some(peer.ip()),
+            Noise::Refused,
+            1,
+            &format_args!("publish with key #{fingerprint} refused: {refusal}"),
+        );
         reject(request, ServerRejectReason::Forbidden).await;
         return Outcome::Refused;
     }
@@ -171,11 +224,21 @@ async fn handle_request(
     let socket = match tokio::time::timeout(config.handshake_timeout, request.accept(None)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            warn!(error = %e, "SRT accept failed");
+            noise.note(
+                Some(peer.ip()),
+                Noise::Malformed,
+                1,
+                &format_args!("accepted caller went away during the handshake: {e}"),
+            );
             return Outcome::Error;
         }
         Err(_) => {
-            warn!("SRT accept timed out");
+            noise.note(
+                Some(peer.ip()),
+                Noise::Malformed,
+                1,
+                &format_args!("accepted caller did not finish the handshake in time"),
+            );
             return Outcome::Error;
         }
     };

@@ -26,10 +26,14 @@ impl std::fmt::Display for StreamIdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StreamIdError::MissingKey => f.write_str("streamid names no stream key"),
-            StreamIdError::NotPublish(m) => {
+            StreamIdError::NotPublish(m) if m.len() <= 16 => {
                 write!(f, "streamid mode {m:?} is not supported, only publish")
             }
-            StreamIdError::Malformed(e) => write!(f, "malformed streamid entry {e:?}"),
+            StreamIdError::NotPublish(_) => f.write_str("streamid mode is not supported"),
+            // Not the entry itself: a mistyped `r=KEY` would put a key in the logs.
+            StreamIdError::Malformed(e) => {
+                write!(f, "malformed streamid entry ({} bytes, no '=')", e.len())
+            }
         }
     }
 }

@@ -10,7 +10,8 @@
 //! segments become an ordinary video, with no re-encoding.
 
 pub mod encoder;
+mod probe;
 mod session;
 pub mod state;
 
-pub use session::{LatencyStats, LiveError, LiveHandler, LiveManager, LiveStatus};
+pub use session::{LatencyStats, LiveError, LiveHandler, LiveManager, LiveStatus, RefusedPublish};

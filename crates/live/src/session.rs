@@ -1,7 +1,7 @@
 //! Sessions: key checks, epochs (one per publisher connection), the grace period, the end.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use bytes::Bytes;
 use oxcast_base::clock::SharedClock;
 use oxcast_base::{Config, SessionId, StreamId};
 use oxcast_db::{Db, LiveStream, Published, Rendition};
-use oxcast_ingest::{Container, MediaStream, PublishHandler, PublishRequest, Refusal};
+use oxcast_ingest::{MediaStream, PublishHandler, PublishRequest, Refusal};
 use oxcast_media::ladder::{self, LadderSpec, Rung, SourceVideo};
 use oxcast_media::mp4::{Fmp4Splitter, SplitEvent};
 use oxcast_store::{keys, Key, Store};
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::encoder::{self, EncoderPlan, EncoderStats, LiveOutput};
+use crate::probe::{probe_source, Probed, SourceProbe};
 use crate::state::{SessionState, AUDIO};
 
 /// Why a live request cannot be answered.
@@ -54,6 +55,15 @@ pub struct LiveStatus {
     pub latency_s: Option<f64>,
 }
 
+/// A publisher that was accepted by the ingest but refused once its media was probed (for
+/// example an audio-only stream): no session and no video were created for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedPublish {
+    /// What the streamer has to change.
+    pub reason: String,
+    pub at_ms: i64,
+}
+
 /// Listing delay, in seconds, for parts and segments of a session.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LatencyStats {
@@ -79,12 +89,26 @@ enum Write {
     Flush(oneshot::Sender<()>),
 }
 
+#[derive(Default)]
 struct Slot {
     session: Option<Arc<Session>>,
     publisher: bool,
     /// Counts publisher connections, so a stale grace timer knows it was superseded.
     generation: u64,
+    /// The last publisher refused after probing, until one is accepted.
+    refused: Option<RefusedPublish>,
 }
+
+/// The start of a publisher's media, probed.
+struct Head {
+    probe: SourceProbe,
+    bytes: Vec<u8>,
+    /// When the first media arrived (ms, the injected clock).
+    first_at: i64,
+}
+
+/// How long a new publisher has to send media that ffprobe can read.
+const PROBE_WAIT: Duration = Duration::from_secs(5);
 
 pub struct LiveManager {
     db: Db,
@@ -292,6 +316,16 @@ impl LiveManager {
         })
     }
 
+    /// The last publisher refused after probing, unless one was accepted since.
+    pub fn last_refused(&self, stream: StreamId) -> Option<RefusedPublish> {
+        self.slots
+            .lock()
+            .expect("slots")
+            .get(&stream)?
+            .refused
+            .clone()
+    }
+
     pub fn latency_stats(&self, stream: StreamId) -> Option<LatencyStats> {
         let s = self.session(stream)?;
         let st = s.state.lock().expect("state");
@@ -413,32 +447,36 @@ impl LiveManager {
         }
     }
 
-    async fn start_or_resume(
-        &self,
-        stream: &LiveStream,
-    ) -> Result<(Arc<Session>, u64, bool), Refusal> {
-        let generation = {
-            let mut slots = self.slots.lock().expect("slots");
-            let slot = slots.entry(stream.id).or_insert(Slot {
-                session: None,
-                publisher: false,
-                generation: 0,
-            });
-            if slot.publisher {
-                return Err(Refusal("this stream already has a live publisher".into()));
+    /// Takes the stream's publisher place; returns its generation and the session a reconnecting
+    /// publisher resumes, if any. A new session is only opened once the media has been probed.
+    fn reserve(&self, stream: StreamId) -> Result<(u64, Option<Arc<Session>>), Refusal> {
+        let mut slots = self.slots.lock().expect("slots");
+        let slot = slots.entry(stream).or_default();
+        if slot.publisher {
+            return Err(Refusal("this stream already has a live publisher".into()));
+        }
+        slot.publisher = true;
+        slot.generation += 1;
+        let resumable = slot
+            .session
+            .clone()
+            .filter(|s| !s.state.lock().expect("state").ended);
+        Ok((slot.generation, resumable))
+    }
+
+    /// Gives the publisher place back, unless a newer publisher holds it.
+    fn release(&self, stream: StreamId, generation: u64) -> bool {
+        match self.slots.lock().expect("slots").get_mut(&stream) {
+            Some(slot) if slot.generation == generation => {
+                slot.publisher = false;
+                true
             }
-            slot.publisher = true;
-            slot.generation += 1;
-            let resumable = slot
-                .session
-                .as_ref()
-                .is_some_and(|s| !s.state.lock().expect("state").ended);
-            if resumable {
-                let s = slot.session.clone().expect("checked");
-                return Ok((s, slot.generation, false));
-            }
-            slot.generation
-        };
+            _ => false,
+        }
+    }
+
+    /// Starts a session and the video row of its recording.
+    async fn open_session(&self, stream: &LiveStream) -> Result<Arc<Session>, String> {
         let now = self.clock.now_ms();
         let title = format!(
             "{} ({})",
@@ -448,16 +486,14 @@ impl LiveManager {
                 .unwrap_or_default()
                 .replace('T', " ")
         );
-        let row = match self.db.start_live_session(stream, &title, now).await {
-            Ok(r) => r,
-            Err(e) => {
+        let row = self
+            .db
+            .start_live_session(stream, &title, now)
+            .await
+            .map_err(|e| {
                 tracing::error!(error = %e, "could not start a live session");
-                if let Some(slot) = self.slots.lock().expect("slots").get_mut(&stream.id) {
-                    slot.publisher = false;
-                }
-                return Err(Refusal("internal error starting the session".into()));
-            }
-        };
+                "internal error starting the session".to_string()
+            })?;
         let (writer, rx) = mpsc::channel(256);
         tokio::spawn(write_objects(self.store.clone(), rx));
         let session = Arc::new(Session {
@@ -477,18 +513,43 @@ impl LiveManager {
             slot.session = Some(session.clone());
         }
         metrics::gauge!("oxcast_live_sessions_active").increment(1.0);
-        Ok((session, generation, true))
+        tracing::info!(session = %row.id, video = %row.video_id, "live session started");
+        Ok(session)
     }
 
     /// One publisher connection: probe, encode, package, until the publisher goes away.
     async fn run_epoch(
         self: Arc<Self>,
-        stream: StreamId,
-        session: Arc<Session>,
+        live_stream: LiveStream,
+        resumed: Option<Arc<Session>>,
         generation: u64,
-        media: MediaStream,
+        mut media: MediaStream,
     ) {
-        let result = self.encode_epoch(&session, media).await;
+        let stream = live_stream.id;
+        let head = self.probe_head(&mut media).await;
+        let (session, head) = match (head, resumed) {
+            (head, Some(session)) => (session, head),
+            (Ok(head), None) if !self.shutdown.is_cancelled() => {
+                match self.open_session(&live_stream).await {
+                    Ok(session) => (session, Ok(head)),
+                    Err(why) => return self.refuse_after_probe(stream, generation, why),
+                }
+            }
+            (Ok(_), None) => {
+                return self.refuse_after_probe(stream, generation, "server shutting down".into())
+            }
+            // Nothing was created for this publisher yet, and nothing will be.
+            (Err(why), None) => return self.refuse_after_probe(stream, generation, why),
+        };
+        if head.is_ok() {
+            if let Some(slot) = self.slots.lock().expect("slots").get_mut(&stream) {
+                slot.refused = None;
+            }
+        }
+        let result = match head {
+            Ok(head) => self.encode_epoch(&session, media, head).await,
+            Err(why) => Err(why),
+        };
         if let Err(e) = &result {
             tracing::warn!(error = %e, "live epoch ended with an error");
         }
@@ -497,17 +558,7 @@ impl LiveManager {
             st.publishing = false;
         }
         session.bump();
-        let still_current = {
-            let mut slots = self.slots.lock().expect("slots");
-            match slots.get_mut(&stream) {
-                Some(slot) if slot.generation == generation => {
-                    slot.publisher = false;
-                    true
-                }
-                _ => false,
-            }
-        };
-        if !still_current {
+        if !self.release(stream, generation) {
             return;
         }
         let grace = Duration::from_secs_f64(self.config.live.grace_s.max(0.0));
@@ -530,18 +581,28 @@ impl LiveManager {
         }
     }
 
-    async fn encode_epoch(
-        &self,
-        session: &Arc<Session>,
-        mut media: MediaStream,
-    ) -> Result<(), String> {
-        // Buffer the start so ffprobe can tell the picture size for the ladder. Probe early and
-        // again with more data: the first bytes usually carry the codec headers already.
+    /// Ends a publisher that may not go live: the publisher is disconnected (its media stream
+    /// dropped) and the reason kept for the stream's status.
+    fn refuse_after_probe(&self, stream: StreamId, generation: u64, reason: String) {
+        tracing::warn!(%reason, "publisher refused after probing; no session was started");
+        metrics::counter!("oxcast_live_publish_refused_total", "reason" => "media").increment(1);
+        let at_ms = self.clock.now_ms();
+        if let Some(slot) = self.slots.lock().expect("slots").get_mut(&stream) {
+            if slot.generation == generation {
+                slot.publisher = false;
+                slot.refused = Some(RefusedPublish { reason, at_ms });
+            }
+        }
+    }
+
+    /// Buffers the start of the media until ffprobe can tell the picture size for the ladder.
+    /// Probes early and again with more data: the first bytes usually carry the codec headers.
+    async fn probe_head(&self, media: &mut MediaStream) -> Result<Head, String> {
         let mut head: Vec<u8> = Vec::new();
         let mut first_at = None;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + PROBE_WAIT;
         let mut next_probe = 48 * 1024;
-        let mut probe = None;
+        let mut probe = Probed::Unreadable;
         loop {
             let mut closed = false;
             tokio::select! {
@@ -561,14 +622,34 @@ impl LiveManager {
                     probe =
                         probe_source(&self.config.transcode.ffprobe, media.container, &head).await;
                 }
-                if probe.is_some() || closed || timed_out || head.len() >= 4 << 20 {
+                if matches!(probe, Probed::Video(_)) || closed || timed_out || head.len() >= 4 << 20
+                {
                     break;
                 }
                 next_probe = head.len() * 4;
             }
         }
-        let first_at = first_at.unwrap_or_else(|| self.clock.now_ms());
-        let probe = probe.ok_or("could not read the published stream (no video?)")?;
+        match probe {
+            Probed::Video(probe) => Ok(Head {
+                probe,
+                bytes: head,
+                first_at: first_at.unwrap_or_else(|| self.clock.now_ms()),
+            }),
+            other => Err(other.refusal(head.len(), PROBE_WAIT)),
+        }
+    }
+
+    async fn encode_epoch(
+        &self,
+        session: &Arc<Session>,
+        mut media: MediaStream,
+        head: Head,
+    ) -> Result<(), String> {
+        let Head {
+            probe,
+            bytes: head,
+            first_at,
+        } = head;
         session.state.lock().expect("state").health.ingest_bytes += head.len() as u64;
 
         let cfg = &self.config.live;
@@ -951,15 +1032,17 @@ impl PublishHandler for LiveHandler {
                 return Err(Refusal("internal error".into()));
             }
         };
-        let (session, generation, new) = this.start_or_resume(&stream).await.inspect_err(|_| {
+        let (generation, resumed) = this.reserve(stream.id).inspect_err(|_| {
             metrics::counter!("oxcast_live_publish_refused_total", "reason" => "busy").increment(1);
         })?;
-        let session_id = session.state.lock().expect("state").session_id;
-        tracing::info!(stream = %stream.id, session = %session_id, protocol = req.protocol.as_str(), peer = %req.peer, new, "publisher accepted");
-        let span = tracing::info_span!("live", stream = %stream.id, session = %session_id);
+        let session = resumed
+            .as_ref()
+            .map(|s| s.state.lock().expect("state").session_id.to_string());
+        tracing::info!(stream = %stream.id, resumes = session.as_deref(), protocol = req.protocol.as_str(), peer = %req.peer, "publisher accepted; probing its media");
+        let span = tracing::info_span!("live", stream = %stream.id);
         let me = this.clone();
         tokio::spawn(
-            me.run_epoch(stream.id, session, generation, media)
+            me.run_epoch(stream, resumed, generation, media)
                 .instrument(span),
         );
         Ok(())
@@ -1081,80 +1164,4 @@ async fn package(
             let _ = session.writer.send(Write::Put(k, c.data)).await;
         }
     }
-}
-
-/// What the ladder needs to know about a published stream.
-struct SourceProbe {
-    source: SourceVideo,
-    frame_rate: f64,
-    has_audio: bool,
-}
-
-async fn probe_source(ffprobe: &Path, container: Container, head: &[u8]) -> Option<SourceProbe> {
-    let fmt = match container {
-        Container::Flv => "flv",
-        Container::MpegTs => "mpegts",
-    };
-    let mut child = tokio::process::Command::new(ffprobe)
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-of",
-            "json",
-            "-protocol_whitelist",
-            "pipe",
-            "-f",
-            fmt,
-            "-i",
-            "pipe:0",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .ok()?;
-    let mut stdin = child.stdin.take()?;
-    let data = head.to_vec();
-    let feed = tokio::spawn(async move {
-        let _ = stdin.write_all(&data).await;
-    });
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .ok()?
-        .ok()?;
-    let _ = feed.await;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let streams = v["streams"].as_array()?;
-    let video = streams.iter().find(|s| s["codec_type"] == "video")?;
-    let (w, h) = (
-        video["width"].as_u64()? as u32,
-        video["height"].as_u64()? as u32,
-    );
-    if w == 0 || h == 0 {
-        return None;
-    }
-    let rate = |k: &str| {
-        let r = video[k].as_str()?;
-        let (n, d) = r.split_once('/')?;
-        let (n, d): (f64, f64) = (n.parse().ok()?, d.parse().ok()?);
-        (d > 0.0 && n > 0.0).then_some(n / d)
-    };
-    let rotation = video["side_data_list"]
-        .as_array()
-        .and_then(|l| l.iter().find_map(|s| s["rotation"].as_f64()))
-        .unwrap_or(0.0) as i32;
-    Some(SourceProbe {
-        source: SourceVideo {
-            width: w,
-            height: h,
-            rotation,
-        },
-        frame_rate: rate("avg_frame_rate")
-            .or_else(|| rate("r_frame_rate"))
-            .filter(|r| *r <= 240.0)
-            .unwrap_or(30.0),
-        has_audio: streams.iter().any(|s| s["codec_type"] == "audio"),
-    })
 }

@@ -1,0 +1,207 @@
+//! What a publisher sends, as ffprobe sees the first bytes of it.
+//!
+//! Audio-only publishing is refused, here, before a session or its recording exists: the live
+//! ladder, the packager's master playlists and the recording all assume a video track, and a
+//! stream without one has nothing to play in the web player. Supporting it would be a feature of
+//! its own (an audio-only ladder and master); refusing it with a reason the streamer can read in
+//! the API is honest, and leaves no failed video behind.
+
+use std::path::Path;
+use std::time::Duration;
+
+use oxcast_ingest::Container;
+use oxcast_media::ladder::SourceVideo;
+use tokio::io::AsyncWriteExt;
+
+/// What the ladder needs to know about a published stream.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SourceProbe {
+    pub source: SourceVideo,
+    pub frame_rate: f64,
+    pub has_audio: bool,
+}
+
+/// What ffprobe made of a stream's first bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Probed {
+    /// A video track (and maybe audio): publishable.
+    Video(SourceProbe),
+    /// Tracks, none of them video.
+    NoVideo { audio: bool },
+    /// Nothing ffprobe could read.
+    Unreadable,
+}
+
+impl Probed {
+    /// Why a publisher whose stream probed like this cannot go live, for the stream's status.
+    pub(crate) fn refusal(&self, received: usize, waited: Duration) -> String {
+        match self {
+            Probed::Video(_) => "the stream has video".into(),
+            Probed::NoVideo { audio: true } => "the published stream has audio but no video; \
+                 live streams need a video track (audio-only publishing is not supported)"
+                .into(),
+            Probed::NoVideo { audio: false } => "the published stream has no video track".into(),
+            Probed::Unreadable if received == 0 => format!(
+                "no media arrived within {} s of the publish",
+                waited.as_secs()
+            ),
+            Probed::Unreadable => format!(
+                "could not read the published stream ({received} bytes received): is it H.264 \
+                 video in FLV (RTMP) or MPEG-TS (SRT)?"
+            ),
+        }
+    }
+}
+
+/// Runs ffprobe on the head of a stream.
+pub(crate) async fn probe_source(ffprobe: &Path, container: Container, head: &[u8]) -> Probed {
+    let fmt = match container {
+        Container::Flv => "flv",
+        Container::MpegTs => "mpegts",
+    };
+    let child = tokio::process::Command::new(ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-of",
+            "json",
+            "-protocol_whitelist",
+            "pipe",
+            "-f",
+            fmt,
+            "-i",
+            "pipe:0",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(mut child) = child else {
+        return Probed::Unreadable;
+    };
+    let Some(mut stdin) = child.stdin.take() else {
+        return Probed::Unreadable;
+    };
+    let data = head.to_vec();
+    let feed = tokio::spawn(async move {
+        let _ = stdin.write_all(&data).await;
+    });
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await;
+    let _ = feed.await;
+    match out {
+        Ok(Ok(out)) => parse_probe(&out.stdout),
+        _ => Probed::Unreadable,
+    }
+}
+
+/// Reads ffprobe's `-show_streams -of json` output. Pure.
+pub(crate) fn parse_probe(json: &[u8]) -> Probed {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return Probed::Unreadable;
+    };
+    let Some(streams) = v["streams"].as_array() else {
+        return Probed::Unreadable;
+    };
+    let has_audio = streams.iter().any(|s| s["codec_type"] == "audio");
+    let Some(video) = streams.iter().find(|s| s["codec_type"] == "video") else {
+        return if streams.is_empty() {
+            Probed::Unreadable
+        } else {
+            Probed::NoVideo { audio: has_audio }
+        };
+    };
+    let size = |k: &str| video[k].as_u64().filter(|&n| n > 0 && n <= u32::MAX as u64);
+    let (Some(w), Some(h)) = (size("width"), size("height")) else {
+        // A video track whose picture size is not known yet: more data may tell.
+        return Probed::Unreadable;
+    };
+    let rate = |k: &str| {
+        let r = video[k].as_str()?;
+        let (n, d) = r.split_once('/')?;
+        let (n, d): (f64, f64) = (n.parse().ok()?, d.parse().ok()?);
+        (d > 0.0 && n > 0.0).then_some(n / d)
+    };
+    let rotation = video["side_data_list"]
+        .as_array()
+        .and_then(|l| l.iter().find_map(|s| s["rotation"].as_f64()))
+        .unwrap_or(0.0) as i32;
+    Probed::Video(SourceProbe {
+        source: SourceVideo {
+            width: w as u32,
+            height: h as u32,
+            rotation,
+        },
+        frame_rate: rate("avg_frame_rate")
+            .or_else(|| rate("r_frame_rate"))
+            .filter(|r| *r <= 240.0)
+            .unwrap_or(30.0),
+        has_audio,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_with_audio() {
+        let json = br#"{"streams":[
+            {"codec_type":"video","width":640,"height":360,"avg_frame_rate":"30000/1001",
+             "side_data_list":[{"rotation":-90}]},
+            {"codec_type":"audio"}]}"#;
+        let Probed::Video(p) = parse_probe(json) else {
+            panic!("video expected")
+        };
+        assert_eq!((p.source.width, p.source.height), (640, 360));
+        assert_eq!(p.source.rotation, -90);
+        assert!((p.frame_rate - 29.97).abs() < 0.01);
+        assert!(p.has_audio);
+    }
+
+    #[test]
+    fn frame_rate_falls_back() {
+        let json = br#"{"streams":[{"codec_type":"video","width":2,"height":2,
+            "avg_frame_rate":"0/0","r_frame_rate":"25/1"}]}"#;
+        let Probed::Video(p) = parse_probe(json) else {
+            panic!("video expected")
+        };
+        assert_eq!(p.frame_rate, 25.0);
+        assert!(!p.has_audio);
+        let json = br#"{"streams":[{"codec_type":"video","width":2,"height":2,
+            "avg_frame_rate":"1000/1"}]}"#;
+        let Probed::Video(p) = parse_probe(json) else {
+            panic!("video expected")
+        };
+        assert_eq!(p.frame_rate, 30.0, "absurd rates are not trusted");
+    }
+
+    #[test]
+    fn audio_only_is_told_apart_from_garbage() {
+        let audio = br#"{"streams":[{"codec_type":"audio","codec_name":"aac"}]}"#;
+        assert_eq!(parse_probe(audio), Probed::NoVideo { audio: true });
+        let data = br#"{"streams":[{"codec_type":"data"}]}"#;
+        assert_eq!(parse_probe(data), Probed::NoVideo { audio: false });
+        assert_eq!(parse_probe(br#"{"streams":[]}"#), Probed::Unreadable);
+        assert_eq!(parse_probe(b"{}"), Probed::Unreadable);
+        assert_eq!(parse_probe(b""), Probed::Unreadable);
+        assert_eq!(parse_probe(b"\xff garbage"), Probed::Unreadable);
+        let sizeless = br#"{"streams":[{"codec_type":"video","width":0,"height":0}]}"#;
+        assert_eq!(parse_probe(sizeless), Probed::Unreadable);
+    }
+
+    #[test]
+    fn refusal_reasons_say_what_to_fix() {
+        let wait = Duration::from_secs(5);
+        let audio = Probed::NoVideo { audio: true }.refusal(50_000, wait);
+        assert!(audio.contains("audio-only"), "{audio}");
+        assert_eq!(
+            Probed::Unreadable.refusal(0, wait),
+            "no media arrived within 5 s of the publish"
+        );
+        assert!(Probed::Unreadable
+            .refusal(123, wait)
+            .contains("123 bytes received"));
+    }
+}

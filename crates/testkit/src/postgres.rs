@@ -1,0 +1,1 @@
+//! A PostgreSQL cluster for tests (to be written).

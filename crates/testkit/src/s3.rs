@@ -1,0 +1,1 @@
+//! An S3 server (SeaweedFS) for tests (to be written).

@@ -74,7 +74,24 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// Which route groups a process serves, from its roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routes {
+    /// The JSON API, part uploads, the VOD origin and the web UI (`api` role).
+    pub api: bool,
+    /// The live origin (`live` role).
+    pub live: bool,
+}
+
+impl Routes {
+    pub const ALL: Routes = Routes {
+        api: true,
+        live: true,
+    };
+}
+
+/// The HTTP routes of `routes`' groups; `/healthz` and `/metrics` always.
+pub fn router(state: AppState, routes: Routes) -> Router {
     let api = Router::new()
         .route("/uploads", axum::routing::post(uploads::create))
         .route("/uploads/{upload_id}", get(uploads::status))
@@ -121,23 +138,29 @@ pub fn router(state: AppState) -> Router {
         ])
         .max_age(std::time::Duration::from_secs(86_400));
 
-    Router::new()
-        .nest("/api/v1", api)
-        .route(
-            "/upload/{upload_id}/{part_number}",
-            put(uploads::put_part).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/v/{video_id}/{*path}", get(origin::serve))
-        .route("/live/{stream_id}/{file}", get(live::stable))
-        .route(
-            "/live/{stream_id}/{session_id}/{rendition}/{file}",
-            get(live::session_file),
-        )
-        .route("/time", get(live::time))
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
-        .merge(web::routes())
-        .layer(middleware::from_fn(count_requests))
+        .route("/metrics", get(metrics_text));
+    if routes.api {
+        app = app
+            .nest("/api/v1", api)
+            .route(
+                "/upload/{upload_id}/{part_number}",
+                put(uploads::put_part).layer(DefaultBodyLimit::disable()),
+            )
+            .route("/v/{video_id}/{*path}", get(origin::serve))
+            .merge(web::routes());
+    }
+    if routes.live {
+        app = app
+            .route("/live/{stream_id}/{file}", get(live::stable))
+            .route(
+                "/live/{stream_id}/{session_id}/{rendition}/{file}",
+                get(live::session_file),
+            )
+            .route("/time", get(live::time));
+    }
+    app.layer(middleware::from_fn(count_requests))
         .layer(cors)
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs_f64(
             state.config.http.body_idle_timeout_s.max(0.1),

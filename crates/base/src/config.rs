@@ -27,6 +27,12 @@ pub struct Config {
     pub database_url: Option<String>,
     /// When set, every `/api/v1` call needs `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
+    /// What this process does (`--roles api,worker`); every role by default.
+    pub roles: Roles,
+    /// HMAC key for signed part URLs. Required once roles are split or the database is shared,
+    /// so that any API node verifies what another signed; otherwise a random key is created once
+    /// and kept in the data dir.
+    pub signing_key: Option<String>,
     pub http: HttpConfig,
     pub upload: UploadConfig,
     pub limits: Limits,
@@ -57,6 +63,116 @@ pub struct LiveConfig {
     pub passthrough: bool,
     /// x264 preset for live renditions (always with `-tune zerolatency`).
     pub preset: String,
+}
+
+/// One job a process can do; a deployment runs any number of processes of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The JSON API, signed uploads, the VOD origin and the web UI; stateless.
+    Api,
+    /// VOD processing jobs from the queue, and the reconciler.
+    Worker,
+    /// RTMP/SRT termination and stream-key checks.
+    Ingest,
+    /// Real-time encoders, the live packager and the live origin.
+    Live,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Api, Role::Worker, Role::Ingest, Role::Live];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Worker => "worker",
+            Role::Ingest => "ingest",
+            Role::Live => "live",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown role {:?}: the roles are api, worker, ingest and live",
+                    s.trim()
+                )
+            })
+    }
+}
+
+/// A set of roles, written as a list or as one comma-separated string (`"api,worker"`, which is
+/// what `OXCAST_ROLES` and `--roles` give).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "Vec<Role>")]
+pub struct Roles(std::collections::BTreeSet<Role>);
+
+impl Roles {
+    pub fn all() -> Self {
+        Self(Role::ALL.into_iter().collect())
+    }
+
+    pub fn has(&self, r: Role) -> bool {
+        self.0.contains(&r)
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.0.len() == Role::ALL.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Role> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl From<Roles> for Vec<Role> {
+    fn from(r: Roles) -> Self {
+        r.0.into_iter().collect()
+    }
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.iter().map(Role::as_str).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl std::str::FromStr for Roles {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let set = s
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<std::collections::BTreeSet<Role>, _>>()?;
+        if set.is_empty() {
+            return Err("no roles given: the roles are api, worker, ingest and live".into());
+        }
+        Ok(Self(set))
+    }
+}
+
+impl<'de> Deserialize<'de> for Roles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            List(Vec<String>),
+        }
+        let text = match Form::deserialize(d)? {
+            Form::Text(s) => s,
+            Form::List(v) => v.join(","),
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// What the HTTP server allows a connection, so that idle, slow or stalled clients cannot hold
@@ -99,8 +215,7 @@ pub struct UploadConfig {
     pub max_size: u64,
     /// How long a signed part URL stays valid.
     pub url_ttl_s: u64,
-    /// HMAC key for part URLs. When unset a random key is created once and kept in the data dir,
-    /// so URLs survive a restart.
+    /// Deprecated: use the top-level `signing_key`, which wins when both are set.
     pub signing_key: Option<String>,
 }
 
@@ -167,6 +282,8 @@ impl Default for Config {
             data_dir: PathBuf::from("oxcast-data"),
             database_url: None,
             api_token: None,
+            roles: Roles::all(),
+            signing_key: None,
             http: HttpConfig::default(),
             upload: UploadConfig::default(),
             limits: Limits::default(),
@@ -243,6 +360,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "api_token",
+    "roles",
+    "signing_key",
     "http",
     "upload",
     "limits",
@@ -288,12 +407,92 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Checks what no single field can: settings that must agree once a deployment has more
+    /// than one process.
+    pub fn validate(&self) -> Result<(), String> {
+        let shared_db = self
+            .database_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres"));
+        if self.signing_key.is_none()
+            && self.upload.signing_key.is_none()
+            && (!self.roles.is_all() || shared_db)
+        {
+            return Err(format!(
+                "signing_key must be set when roles are split (roles: {}) or the database is shared \
+                 (PostgreSQL): every API node must verify the part URLs another signed. Generate \
+                 one with `openssl rand -hex 32` and give every process the same value \
+                 (OXCAST_SIGNING_KEY)",
+                self.roles
+            ));
+        }
+        if self.roles.has(Role::Ingest) != self.roles.has(Role::Live) {
+            return Err(
+                "the ingest and live roles run in one process for now (the ingest hands the \
+                 stream to an encoder in the same process): use --roles ingest,live"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The URL-signing key in force: `signing_key`, else the deprecated `upload.signing_key`.
+    pub fn signing_key(&self) -> Option<&str> {
+        self.signing_key
+            .as_deref()
+            .or(self.upload.signing_key.as_deref())
+    }
+}
+
 #[cfg(test)]
 // figment's Jail closures return figment's (large) error type; that is its API, not ours.
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
+
+    #[test]
+    fn roles_parse_from_flags_env_and_lists_and_name_mistakes() {
+        Jail::expect_with(|jail| {
+            assert!(Config::load(None).unwrap().roles.is_all());
+            jail.set_env("OXCAST_ROLES", "worker, api");
+            let c = Config::load(None).unwrap();
+            assert!(c.roles.has(Role::Api) && c.roles.has(Role::Worker));
+            assert!(!c.roles.has(Role::Live));
+            assert_eq!(c.roles.to_string(), "api,worker");
+            jail.set_env("OXCAST_ROLES", "api,transcoder");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("unknown role \"transcoder\""), "{e}");
+            jail.set_env("OXCAST_ROLES", "api");
+            jail.create_file("o.toml", "roles = [\"live\", \"ingest\"]\n")?;
+            // The environment wins over the file.
+            let c = Config::load(Some(Path::new("o.toml"))).unwrap();
+            assert_eq!(c.roles.to_string(), "api");
+            Ok(())
+        });
+        assert!("".parse::<Roles>().is_err());
+    }
+
+    #[test]
+    fn split_roles_and_shared_databases_need_a_signing_key() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.roles = "api".parse().unwrap();
+        assert!(c.validate().unwrap_err().contains("signing_key"));
+        c.signing_key = Some("k".into());
+        assert!(c.validate().is_ok());
+        let mut c = Config {
+            database_url: Some("postgres://db/oxcast".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().contains("PostgreSQL"));
+        c.upload.signing_key = Some("old".into());
+        assert!(c.validate().is_ok());
+        assert_eq!(c.signing_key(), Some("old"));
+        c.roles = "ingest".parse().unwrap();
+        assert!(c.validate().unwrap_err().contains("ingest,live"));
+    }
 
     #[test]
     fn defaults_work_with_no_file_and_no_env() {

@@ -54,6 +54,11 @@ pub enum JobOutcome {
     Fatal {
         error: String,
     },
+    /// The worker is going away (SIGTERM, a spot reclaim notice): the job is leasable again at
+    /// once, and this attempt does not count against it.
+    HandBack {
+        reason: String,
+    },
 }
 
 const RUNNABLE: &str =
@@ -141,6 +146,20 @@ impl Db {
 
     /// Records the outcome of an attempt. Returns `false` if the lease had been lost.
     pub async fn finish_job(&self, job: &Job, outcome: &JobOutcome, now: Millis) -> Result<bool> {
+        if let JobOutcome::HandBack { reason } = outcome {
+            let r = sqlx::query(
+                "UPDATE jobs SET state = 'queued', attempts = attempts - 1, last_error = $3, \
+                 run_at = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            )
+            .bind(job.id.to_string())
+            .bind(&job.lease_owner)
+            .bind(reason)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            return Ok(r.rows_affected() == 1);
+        }
         let (state, error, run_at) = match outcome {
             JobOutcome::Done => ("done", None, now),
             JobOutcome::Retry { error, retry_at } if job.attempt < job.max_attempts => {
@@ -149,6 +168,7 @@ impl Db {
             JobOutcome::Retry { error, .. } | JobOutcome::Fatal { error } => {
                 ("failed", Some(error.as_str()), now)
             }
+            JobOutcome::HandBack { .. } => unreachable!("handled above"),
         };
         let r = sqlx::query(
             "UPDATE jobs SET state = $3, last_error = $4, run_at = $5, lease_owner = NULL, \
@@ -220,6 +240,23 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
+    }
+
+    /// Jobs per state, and the age of the oldest running lease's start (ms), for the queue
+    /// gauges.
+    pub async fn job_stats(&self, now: Millis) -> Result<(Vec<(String, i64)>, Option<i64>)> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let counts = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>("state")?, r.try_get::<i64, _>("n")?)))
+            .collect::<Result<Vec<_>>>()?;
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(updated_at) FROM jobs WHERE state = 'running'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((counts, oldest.map(|t| now - t)))
     }
 
     /// The last error and attempt count of a video's job, for diagnostics.
@@ -297,6 +334,22 @@ mod tests {
         assert!(!db.finish_job(&a, &JobOutcome::Done, 2002).await.unwrap());
         assert!(db.finish_job(&b, &JobOutcome::Done, 2003).await.unwrap());
         assert!(db.claim_job("c", 99_999, 1000).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_handed_back_job_is_leasable_at_once_and_costs_no_attempt() {
+        let (db, _d) = sqlite().await;
+        queued(&db, 1).await;
+        let a = db.claim_job("a", 100, 60_000).await.unwrap().unwrap();
+        let back = JobOutcome::HandBack {
+            reason: "worker stopping".into(),
+        };
+        assert!(db.finish_job(&a, &back, 200).await.unwrap());
+        // Long before the lease would have expired, and with its only attempt not spent.
+        let b = db.claim_job("b", 201, 60_000).await.unwrap().unwrap();
+        assert_eq!(b.attempt, 1);
+        // A lost lease cannot hand anything back.
+        assert!(!db.finish_job(&a, &back, 300).await.unwrap());
     }
 
     #[tokio::test]

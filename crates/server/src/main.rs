@@ -3,6 +3,8 @@
 //! - `oxcast serve`: API, origin, web UI and in-process workers on embedded defaults.
 //! - `oxcast upload FILE`: resumable parallel upload from a terminal, with progress.
 
+mod gauges;
+mod host;
 mod serve;
 
 use std::path::PathBuf;

@@ -1,17 +1,27 @@
-//! `oxcast serve`: builds the pieces from the config, runs them, stops them on one signal.
+//! `oxcast serve`: builds the pieces this process's roles need, runs them, stops them on one
+//! signal.
+//!
+//! Every process listens on `listen` for `/healthz` and `/metrics`; the `api` role adds the API,
+//! the signed part uploads, the VOD origin and the web UI, the `live` role the live origin. The
+//! `worker` role runs VOD jobs and the reconciler; `ingest,live` the RTMP/SRT servers and the
+//! real-time encoders.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use oxcast_api::{AppState, Inner, Signer};
+use oxcast_api::{AppState, Inner, Routes, Signer};
 use oxcast_base::clock::SharedClock;
+use oxcast_base::config::{Role, Roles};
 use oxcast_base::{Config, SystemClock};
 use oxcast_db::Db;
 use oxcast_store::Store;
 use oxcast_worker::WorkerContext;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::host;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -24,6 +34,13 @@ pub struct ServeArgs {
     /// A TOML config file; `OXCAST_*` environment variables override it.
     #[arg(long, env = "OXCAST_CONFIG")]
     config: Option<PathBuf>,
+    /// What this process does: a comma list of api, worker, ingest, live [default: all].
+    #[arg(long, value_parser = parse_roles)]
+    roles: Option<Roles>,
+}
+
+fn parse_roles(s: &str) -> Result<Roles, String> {
+    s.parse()
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -34,98 +51,101 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
-    init_tracing();
+    if let Some(r) = args.roles {
+        config.roles = r;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    host::init_tracing();
     let config = Arc::new(config);
+    let roles = config.roles.clone();
     let data = &config.data_dir;
-    create_private_dir(data)?;
-    let nofile = raise_nofile_limit();
+    host::create_private_dir(data)?;
+    let nofile = host::raise_nofile_limit();
+    tracing::info!(%roles, "starting");
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
+    if roles.has(Role::Worker) || roles.has(Role::Live) {
+        let ffmpeg = oxcast_transcode::ffmpeg_version(&config.transcode.ffmpeg)
+            .await
+            .context(
+                "ffmpeg is required: install it (scripts/deps.sh does) or set transcode.ffmpeg",
+            )?;
+        tracing::info!(%ffmpeg, "found ffmpeg");
+    }
 
-    let ffmpeg = oxcast_transcode::ffmpeg_version(&config.transcode.ffmpeg)
-        .await
-        .context(
-            "ffmpeg is required: install it (scripts/install.sh does) or set transcode.ffmpeg",
-        )?;
-    tracing::info!(%ffmpeg, "found ffmpeg");
-
+    let db_name = host::redact_url(&config.database_url());
     let db = Db::connect(&config.database_url())
         .await
-        .with_context(|| format!("opening database {}", config.database_url()))?;
+        .with_context(|| format!("opening the database {db_name}"))?;
     let store = Store::local(&data.join("objects"))?;
+    tracing::info!(database = %db_name, store = ?store, "engines ready");
     let clock: SharedClock = Arc::new(SystemClock);
-    let node_id = read_or_create(&data.join("node-id"), 8)?;
-    let signing_key = match &config.upload.signing_key {
-        Some(k) => k.clone(),
-        None => read_or_create(&data.join("signing-key"), 32)?,
+    let node_id = host::read_or_create(&data.join("node-id"), 8)?;
+    let signing_key = match config.signing_key() {
+        Some(k) => k.to_string(),
+        None => host::read_or_create(&data.join("signing-key"), 32)?,
     };
-
-    // This node's previous incarnation is gone: its leases can be retried now.
-    let released = db
-        .release_leases_of(&format!("{node_id}:"), clock.now_ms())
-        .await?;
-    if released > 0 {
-        tracing::warn!(
-            released,
-            "re-queued jobs interrupted by the last shutdown or crash"
-        );
-    }
-    let scratch = data.join("work");
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)?;
 
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
-    let worker_ctx = Arc::new(WorkerContext {
-        db: db.clone(),
-        store: store.clone(),
-        config: config.clone(),
-        clock: clock.clone(),
-        node_id,
-        scratch,
-        wake: wake.clone(),
-    });
-    let mut workers = oxcast_worker::run_workers(worker_ctx.clone(), shutdown.clone());
-    workers.spawn(oxcast_worker::run_reconciler(worker_ctx, shutdown.clone()));
-
-    let live = oxcast_live::LiveManager::new(
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    tasks.spawn(crate::gauges::sample_queue(
         db.clone(),
-        store.clone(),
-        config.clone(),
         clock.clone(),
-        data.join("live-work"),
+        std::time::Duration::from_secs(5),
         shutdown.clone(),
-    );
-    live.recover_orphans().await?;
-    // Named pipes of a previous process's encoders are of no use now.
-    let _ = std::fs::remove_dir_all(data.join("live-work"));
-    std::fs::create_dir_all(data.join("live-work"))?;
-    if let Some(addr) = config.live.rtmp_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding RTMP ingest {addr}"))?;
-        tracing::info!(%addr, "RTMP ingest listening");
-        tokio::spawn(oxcast_ingest::serve_rtmp(
-            listener,
-            live.handler(),
-            shutdown.clone(),
-        ));
-    }
-    if let Some(addr) = config.live.srt_listen {
-        let socket = tokio::net::UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("binding SRT ingest {addr}"))?;
-        tracing::info!(%addr, "SRT ingest listening");
-        let (handler, token) = (live.handler(), shutdown.clone());
-        tokio::spawn(async move {
-            let cfg = oxcast_ingest::IngestConfig::default();
-            if let Err(e) = oxcast_ingest::serve_srt_socket(socket, handler, token, cfg).await {
-                tracing::error!(error = %e, "SRT ingest stopped");
-            }
+    ));
+
+    if roles.has(Role::Worker) {
+        // This node's previous incarnation is gone: its leases can be retried now.
+        let released = db
+            .release_leases_of(&format!("{node_id}:"), clock.now_ms())
+            .await?;
+        if released > 0 {
+            tracing::warn!(
+                released,
+                "re-queued jobs interrupted by the last shutdown or crash"
+            );
+        }
+        let scratch = data.join("work");
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch)?;
+        let ctx = Arc::new(WorkerContext {
+            db: db.clone(),
+            store: store.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+            node_id: node_id.clone(),
+            scratch,
+            wake: wake.clone(),
         });
+        let workers = oxcast_worker::run_workers(ctx.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            workers.join_all().await;
+        });
+        tasks.spawn(oxcast_worker::run_reconciler(ctx, shutdown.clone()));
     }
+
+    let live = if roles.has(Role::Live) {
+        let live = oxcast_live::LiveManager::new(
+            db.clone(),
+            store.clone(),
+            config.clone(),
+            clock.clone(),
+            data.join("live-work"),
+            shutdown.clone(),
+        );
+        live.recover_orphans().await?;
+        // Named pipes of a previous process's encoders are of no use now.
+        let _ = std::fs::remove_dir_all(data.join("live-work"));
+        std::fs::create_dir_all(data.join("live-work"))?;
+        start_ingest(&config, &live, &shutdown, &mut tasks).await?;
+        Some(live)
+    } else {
+        None
+    };
 
     let state = AppState::new(Inner {
         db,
@@ -135,7 +155,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         signer: Signer::new(signing_key.into_bytes()),
         wake,
         metrics: Some(metrics),
-        live: Some(live.clone()),
+        live: live.clone(),
         part_gate: oxcast_api::limits::Gate::new(
             config.http.max_part_uploads,
             config.http.max_part_uploads_per_addr,
@@ -145,13 +165,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %data.display(), "oxcast serving on http://{addr}/");
-    println!("oxcast listening on http://{addr}/");
+    tracing::info!(%addr, %roles, data_dir = %data.display(), "oxcast serving on http://{addr}/");
+    println!("oxcast listening on http://{addr}/ (roles: {roles})");
 
     let signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = host::wait_for_signal() => tracing::info!("shutting down"),
+            _ = signal.cancelled() => {}
+        }
         signal.cancel();
     });
     // Descriptors beyond the connections: database, objects, ffmpeg pipes, live ingest.
@@ -168,9 +190,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_connections,
         overflow: OVERFLOW,
     };
+    let routes = Routes {
+        api: roles.has(Role::Api),
+        live: roles.has(Role::Live),
+    };
     oxcast_api::serve::serve(
         listener,
-        oxcast_api::router(state.clone()),
+        oxcast_api::router(state.clone(), routes),
         oxcast_api::health_router(state),
         limits,
         shutdown.clone(),
@@ -178,99 +204,42 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await
     .context("http server")?;
     shutdown.cancel();
-    live.shutdown().await;
-    workers.join_all().await;
+    if let Some(live) = live {
+        live.shutdown().await;
+    }
+    tasks.join_all().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// The RTMP and SRT servers, handing publishers to this process's live manager.
+async fn start_ingest(
+    config: &Config,
+    live: &Arc<oxcast_live::LiveManager>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    if let Some(addr) = config.live.rtmp_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding RTMP ingest {addr}"))?;
+        tasks.spawn(oxcast_ingest::serve_rtmp(
+            listener,
+            live.handler(),
+            shutdown.clone(),
+        ));
     }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,sqlx=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
-}
-
-/// A random hex secret kept in `path`, created on first start, readable by the owner only from
-/// the moment it exists.
-fn read_or_create(path: &Path, bytes: usize) -> anyhow::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(s) = std::fs::read_to_string(path) {
-        let s = s.trim().to_string();
-        if !s.is_empty() {
-            return Ok(s);
-        }
-    }
-    let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
-    let s = hex::encode(v);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(s.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(s)
-}
-
-/// The data dir holds uploads, outputs and secrets: owner only.
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating data dir {}", dir.display()))?;
-    // An existing dir made by an older version, or by hand.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("restricting data dir {} to its owner", dir.display()))?;
-    Ok(())
-}
-
-/// Raises the soft descriptor limit to the hard one (each connection is one) and returns the
-/// limit in force.
-fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            tracing::warn!("could not read the descriptor limit");
-            return 1024;
-        }
-        let soft = lim.rlim_cur;
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
+    if let Some(addr) = config.live.srt_listen {
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding SRT ingest {addr}"))?;
+        let (handler, token) = (live.handler(), shutdown.clone());
+        tasks.spawn(async move {
+            let cfg = oxcast_ingest::IngestConfig::default();
+            if let Err(e) = oxcast_ingest::serve_srt_socket(socket, handler, token, cfg).await {
+                tracing::error!(error = %e, "SRT ingest stopped");
             }
-        }
-        tracing::info!(
-            soft_was = soft,
-            soft = lim.rlim_cur,
-            hard = lim.rlim_max,
-            "descriptor limit"
-        );
+        });
     }
-    lim.rlim_cur
+    Ok(())
 }

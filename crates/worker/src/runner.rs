@@ -187,10 +187,30 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
             metrics::counter!("oxcast_jobs_total", "outcome" => "deleted").increment(1);
             return;
         }
-        Err(Error::Shutdown) => JobOutcome::Retry {
-            error: "interrupted by shutdown".into(),
-            retry_at: now,
-        },
+        Err(Error::Shutdown) => {
+            // SIGTERM (a spot reclaim notice): ffmpeg is gone with the pipeline; hand the job
+            // back so another worker starts it now rather than after the visibility timeout.
+            let back = JobOutcome::HandBack {
+                reason: "worker stopped; handed back".into(),
+            };
+            let _ = ctx
+                .db
+                .set_video_queued(
+                    job.video_id,
+                    "waiting for a worker (the last one stopped)",
+                    now,
+                )
+                .await;
+            match ctx.db.finish_job(&job, &back, now).await {
+                Ok(true) => tracing::info!(secs, "shutting down: job handed back"),
+                Ok(false) => tracing::warn!("shutting down: the lease was already lost"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not hand the job back; its lease will expire")
+                }
+            }
+            metrics::counter!("oxcast_jobs_total", "outcome" => "handed_back").increment(1);
+            return;
+        }
         Err(e) if !e.is_retryable() => JobOutcome::Fatal {
             error: e.to_string(),
         },
@@ -202,7 +222,7 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
     let (error, final_failure) = match &outcome {
         JobOutcome::Fatal { error } => (error.clone(), true),
         JobOutcome::Retry { error, .. } => (error.clone(), job.attempt >= job.max_attempts),
-        JobOutcome::Done => unreachable!(),
+        JobOutcome::Done | JobOutcome::HandBack { .. } => unreachable!(),
     };
     tracing::warn!(%error, final_failure, secs, "attempt failed");
     metrics::counter!("oxcast_jobs_total", "outcome" => if final_failure { "failed" } else { "retry" })

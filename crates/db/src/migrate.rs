@@ -60,6 +60,7 @@ fn statements(sql: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::each_backend;
 
     #[test]
     fn splits_statements_and_drops_comments() {
@@ -69,12 +70,14 @@ mod tests {
 
     #[tokio::test]
     async fn migrating_twice_is_a_no_op() {
-        let (db, _dir) = crate::testing::sqlite().await;
-        run(&db).await.unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-        assert_eq!(n, MIGRATIONS.len() as i64);
+        each_backend(|db| async move {
+            run(&db).await.unwrap();
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            assert_eq!(n, MIGRATIONS.len() as i64);
+        })
+        .await;
     }
 }

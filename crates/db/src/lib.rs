@@ -15,6 +15,9 @@ mod model;
 mod uploads;
 mod videos;
 
+#[cfg(test)]
+mod concurrency_tests;
+
 pub use jobs::{Job, JobKind, JobOutcome};
 pub use live::{LiveSession, LiveStream, SessionStatus};
 pub use model::{Rendition, Upload, UploadPart, UploadState, Video, VideoStatus};

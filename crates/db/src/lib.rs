@@ -17,6 +17,8 @@ mod videos;
 
 #[cfg(test)]
 mod concurrency_tests;
+#[cfg(test)]
+mod outage_tests;
 
 pub use jobs::{Job, JobKind, JobOutcome};
 pub use live::{LiveSession, LiveStream, SessionStatus};

@@ -91,10 +91,7 @@ impl PgServer {
             .args(["--no-sync", "--no-instructions", "-D"])
             .arg(root.join("data"));
         as_user(&mut initdb, user);
-        let out = initdb
-            .stdin(Stdio::null())
-            .output()
-            .expect("run initdb");
+        let out = initdb.stdin(Stdio::null()).output().expect("run initdb");
         assert!(
             out.status.success(),
             "initdb failed ({}): {}",
@@ -114,7 +111,9 @@ impl PgServer {
             server.port = free_port();
             match server.try_start() {
                 Ok(()) => return server,
-                Err(e) if attempt < 4 => eprintln!("testkit: PostgreSQL start failed, retrying: {e}"),
+                Err(e) if attempt < 4 => {
+                    eprintln!("testkit: PostgreSQL start failed, retrying: {e}")
+                }
                 Err(e) => panic!("PostgreSQL did not start: {e}"),
             }
         }
@@ -146,7 +145,15 @@ impl PgServer {
     pub fn psql(&self, sql: &str) {
         let out = Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U"])
-            .args(["postgres", "-d", "postgres", "-p", &self.port.to_string(), "-c", sql])
+            .args([
+                "postgres",
+                "-d",
+                "postgres",
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                sql,
+            ])
             .stdin(Stdio::null())
             .output()
             .expect("run psql");
@@ -181,9 +188,16 @@ impl PgServer {
             .arg(self.root.join("data"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-k"])
             .arg(&self.root)
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
-            .args(["-c", "shared_buffers=16MB", "-c", "log_min_messages=warning"])
+            // fsync off: the OS keeps what a killed server wrote. synchronous_commit stays
+            // on, or a crash test would lose commits the server had already acknowledged.
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(["-c", "max_connections=400"])
+            .args([
+                "-c",
+                "shared_buffers=16MB",
+                "-c",
+                "log_min_messages=warning",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

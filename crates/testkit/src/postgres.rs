@@ -85,17 +85,27 @@ impl PgServer {
             let _ = std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o1777));
             std::os::unix::fs::chown(&root, Some(uid), Some(gid)).expect("chown the temp dir");
         }
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
-            .args(["--no-sync", "--no-instructions", "-D"])
-            .arg(root.join("data"));
-        as_user(&mut initdb, user);
-        let out = initdb.stdin(Stdio::null()).output().expect("run initdb");
+        // A copy of a cluster made once per machine (and PostgreSQL build) costs a tenth of
+        // an initdb; the template appears by an atomic rename, so it is whole or absent.
+        let key = format!("{}{INITDB_ARGS:?}", bin.display());
+        let template = base.join(format!("template-{:x}", hash(key.as_bytes())));
+        if !template.join("PG_VERSION").exists() {
+            let scratch = root.join("template");
+            initdb(&bin, &scratch, user);
+            if std::fs::rename(&scratch, &template).is_err() {
+                let _ = std::fs::remove_dir_all(&scratch); // another process made it first
+            }
+        }
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&template)
+            .arg(root.join("data"))
+            .output()
+            .expect("run cp");
         assert!(
             out.status.success(),
-            "initdb failed ({}): {}",
-            out.status,
+            "copying the PostgreSQL template {} failed: {}",
+            template.display(),
             String::from_utf8_lossy(&out.stderr)
         );
         let child: &'static Mutex<Option<Child>> = Box::leak(Box::new(Mutex::new(None)));
@@ -250,6 +260,39 @@ impl Drop for PgServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+const INITDB_ARGS: [&str; 10] = [
+    "-A",
+    "trust",
+    "-U",
+    "postgres",
+    "-E",
+    "UTF8",
+    "--locale=C",
+    "--no-sync",
+    "--no-instructions",
+    "--wal-segsize=1",
+];
+
+fn initdb(bin: &Path, data: &Path, user: Option<(u32, u32)>) {
+    let mut cmd = Command::new(bin.join("initdb"));
+    cmd.args(INITDB_ARGS).arg("-D").arg(data);
+    as_user(&mut cmd, user);
+    let out = cmd.stdin(Stdio::null()).output().expect("run initdb");
+    assert!(
+        out.status.success(),
+        "initdb failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// FNV-1a: a stable name for the template of one PostgreSQL build.
+fn hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn terminate(mut c: Child) {

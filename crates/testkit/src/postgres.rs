@@ -67,7 +67,14 @@ extern "C" fn stop_shared_at_exit() {
 impl PgServer {
     fn start_new() -> Self {
         let bin = bin_dir();
-        let base = std::env::temp_dir().join("oxcast-testkit-pg");
+        let user = run_as();
+        // Under root the server user must reach the dir: /tmp, not a TMPDIR that may sit
+        // under a private home.
+        let tmp = match user {
+            Some(_) => PathBuf::from("/tmp"),
+            None => std::env::temp_dir(),
+        };
+        let base = tmp.join("oxcast-testkit-pg");
         std::fs::create_dir_all(&base).expect("create the PostgreSQL temp base dir");
         remove_stale(&base);
         static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -78,7 +85,6 @@ impl PgServer {
         ));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("create the PostgreSQL temp dir");
-        let user = run_as();
         if let Some((uid, gid)) = user {
             // Our temp base may be private to root: let the server user reach its own dir.
             use std::os::unix::fs::PermissionsExt;

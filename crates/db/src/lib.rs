@@ -110,12 +110,15 @@ impl Db {
                 Backend::Sqlite => 4,
                 Backend::Postgres => 16,
             })
-            // Also how long a query waits for a server that is restarting before it fails
-            // (the pool retries refused connections meanwhile); callers retry with backoff.
-            .acquire_timeout(CONNECT_TIMEOUT)
             // Checks an idle connection before handing it out, so connections that a server
             // restart killed are replaced instead of failing the next query.
             .test_before_acquire(true);
+        if backend == Backend::Postgres {
+            // Also how long a query waits for a server that is restarting before it fails
+            // (the pool retries refused connections meanwhile); callers retry with backoff.
+            // SQLite keeps the default 30 s: there, waiting means a busy writer, not an outage.
+            opts = opts.acquire_timeout(CONNECT_TIMEOUT);
+        }
         if backend == Backend::Sqlite {
             // Per connection: wait on a busy writer instead of failing, and enforce the
             // cascades the schema declares.

@@ -1,7 +1,8 @@
 //! A real PostgreSQL for tests.
 //!
-//! One cluster per test binary, started on first use: `initdb` into a temp dir, then `postgres`
-//! on 127.0.0.1 at a free port with its unix socket in that dir and fsync off. Each
+//! One cluster per test binary, started on first use: a copy of an `initdb` template (made once
+//! per machine) in a temp dir, then `postgres` on 127.0.0.1 at a free port with its unix socket
+//! in that dir and fsync off. Each
 //! [`database()`] call creates a fresh, empty database on it, so tests stay independent.
 //!
 //! Tests run as root and PostgreSQL refuses to, so under root both programs run as the
@@ -54,11 +55,15 @@ static SHARED_STOP: OnceLock<(&'static Mutex<Option<Child>>, PathBuf)> = OnceLoc
 
 extern "C" fn stop_shared_at_exit() {
     if let Some((child, root)) = SHARED_STOP.get() {
-        // try_lock: a thread that panicked holding it must not hang the exit.
-        if let Ok(mut c) = child.try_lock() {
-            if let Some(c) = c.take() {
-                terminate(c);
-            }
+        // try_lock: a thread still starting the server must not hang the exit (the death
+        // signal stops it then); a panic elsewhere must not keep it running.
+        let slot = match child.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(c) = slot.and_then(|mut g| g.take()) {
+            terminate(c);
         }
         let _ = std::fs::remove_dir_all(root);
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what oxcast needs and is missing; safe to run again (does nothing then).
 #   scripts/deps.sh          ffmpeg, node/npm, the web player bundles
-#   scripts/deps.sh --test   also Chromium (browser tests)
+#   scripts/deps.sh --test   also Chromium (browser tests) and PostgreSQL (scale-out tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,9 @@ command -v curl >/dev/null || missing+=(curl)
 if ((want_test)); then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v pgrep >/dev/null || missing+=(procps)
+  # PostgreSQL for the scale-out tests (crates/testkit); Debian keeps it off PATH.
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || command -v postgres >/dev/null ||
+    missing+=(postgresql)
 fi
 if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}"

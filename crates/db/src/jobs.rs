@@ -279,7 +279,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::sqlite;
+    use crate::testing::each_backend;
     use crate::uploads::NewUpload;
     use crate::{UploadPart, VideoStatus};
 
@@ -319,21 +319,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_leased_job_is_invisible_until_its_lease_expires() {
-        let (db, _d) = sqlite().await;
-        let video = queued(&db, 3).await;
-        let a = db.claim_job("a", 100, 1000).await.unwrap().unwrap();
-        assert_eq!((a.video_id, a.attempt), (video, 1));
-        assert!(db.claim_job("b", 500, 1000).await.unwrap().is_none());
-        // a heartbeats, pushing expiry to 1900
-        assert!(db.heartbeat_job(&a, 900, 1000).await.unwrap());
-        assert!(db.claim_job("b", 1500, 1000).await.unwrap().is_none());
-        // a dies; after expiry b takes over, and a can no longer renew or finish.
-        let b = db.claim_job("b", 2000, 1000).await.unwrap().unwrap();
-        assert_eq!(b.attempt, 2);
-        assert!(!db.heartbeat_job(&a, 2001, 1000).await.unwrap());
-        assert!(!db.finish_job(&a, &JobOutcome::Done, 2002).await.unwrap());
-        assert!(db.finish_job(&b, &JobOutcome::Done, 2003).await.unwrap());
-        assert!(db.claim_job("c", 99_999, 1000).await.unwrap().is_none());
+        each_backend(|db| async move {
+            let video = queued(&db, 3).await;
+            let a = db.claim_job("a", 100, 1000).await.unwrap().unwrap();
+            assert_eq!((a.video_id, a.attempt), (video, 1));
+            assert!(db.claim_job("b", 500, 1000).await.unwrap().is_none());
+            // a heartbeats, pushing expiry to 1900
+            assert!(db.heartbeat_job(&a, 900, 1000).await.unwrap());
+            assert!(db.claim_job("b", 1500, 1000).await.unwrap().is_none());
+            // a dies; after expiry b takes over, and a can no longer renew or finish.
+            let b = db.claim_job("b", 2000, 1000).await.unwrap().unwrap();
+            assert_eq!(b.attempt, 2);
+            assert!(!db.heartbeat_job(&a, 2001, 1000).await.unwrap());
+            assert!(!db.finish_job(&a, &JobOutcome::Done, 2002).await.unwrap());
+            assert!(db.finish_job(&b, &JobOutcome::Done, 2003).await.unwrap());
+            assert!(db.claim_job("c", 99_999, 1000).await.unwrap().is_none());
+        })
+        .await;
     }
 
     #[tokio::test]
@@ -354,72 +356,80 @@ mod tests {
 
     #[tokio::test]
     async fn retries_wait_for_backoff_then_fail_when_attempts_run_out() {
-        let (db, _d) = sqlite().await;
-        let video = queued(&db, 2).await;
-        let j = db.claim_job("w", 0, 1000).await.unwrap().unwrap();
-        let retry = JobOutcome::Retry {
-            error: "boom".into(),
-            retry_at: 5000,
-        };
-        assert!(db.finish_job(&j, &retry, 10).await.unwrap());
-        assert!(db.claim_job("w", 4999, 1000).await.unwrap().is_none());
-        let j2 = db.claim_job("w", 5000, 1000).await.unwrap().unwrap();
-        assert_eq!(j2.attempt, 2);
-        assert!(db.finish_job(&j2, &retry, 5001).await.unwrap());
-        let (state, attempts, err) = db.job_state(video).await.unwrap().unwrap();
-        assert_eq!(
-            (state.as_str(), attempts, err.as_deref()),
-            ("failed", 2, Some("boom"))
-        );
+        each_backend(|db| async move {
+            let video = queued(&db, 2).await;
+            let j = db.claim_job("w", 0, 1000).await.unwrap().unwrap();
+            let retry = JobOutcome::Retry {
+                error: "boom".into(),
+                retry_at: 5000,
+            };
+            assert!(db.finish_job(&j, &retry, 10).await.unwrap());
+            assert!(db.claim_job("w", 4999, 1000).await.unwrap().is_none());
+            let j2 = db.claim_job("w", 5000, 1000).await.unwrap().unwrap();
+            assert_eq!(j2.attempt, 2);
+            assert!(db.finish_job(&j2, &retry, 5001).await.unwrap());
+            let (state, attempts, err) = db.job_state(video).await.unwrap().unwrap();
+            assert_eq!(
+                (state.as_str(), attempts, err.as_deref()),
+                ("failed", 2, Some("boom"))
+            );
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn an_expired_last_attempt_fails_the_video() {
-        let (db, _d) = sqlite().await;
-        let video = queued(&db, 1).await;
-        let _lost = db.claim_job("w", 0, 1000).await.unwrap().unwrap();
-        assert!(db.claim_job("w", 5000, 1000).await.unwrap().is_none());
-        let v = db.video(video).await.unwrap().unwrap();
-        assert_eq!(v.status, VideoStatus::Failed);
-        assert!(v.error.unwrap().contains("no attempts left"));
+        each_backend(|db| async move {
+            let video = queued(&db, 1).await;
+            let _lost = db.claim_job("w", 0, 1000).await.unwrap().unwrap();
+            assert!(db.claim_job("w", 5000, 1000).await.unwrap().is_none());
+            let v = db.video(video).await.unwrap().unwrap();
+            assert_eq!(v.status, VideoStatus::Failed);
+            assert!(v.error.unwrap().contains("no attempts left"));
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn restart_releases_own_leases_only() {
-        let (db, _d) = sqlite().await;
-        queued(&db, 3).await;
-        queued(&db, 3).await;
-        let mine = db
-            .claim_job("node1:old:0", 0, 60_000)
-            .await
-            .unwrap()
-            .unwrap();
-        let theirs = db.claim_job("node2:x:0", 0, 60_000).await.unwrap().unwrap();
-        assert_eq!(db.release_leases_of("node1:", 10).await.unwrap(), 1);
-        let again = db
-            .claim_job("node1:new:0", 11, 60_000)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(again.id, mine.id);
-        assert_eq!(again.attempt, 2);
-        assert!(db.heartbeat_job(&theirs, 12, 60_000).await.unwrap());
+        each_backend(|db| async move {
+            queued(&db, 3).await;
+            queued(&db, 3).await;
+            let mine = db
+                .claim_job("node1:old:0", 0, 60_000)
+                .await
+                .unwrap()
+                .unwrap();
+            let theirs = db.claim_job("node2:x:0", 0, 60_000).await.unwrap().unwrap();
+            assert_eq!(db.release_leases_of("node1:", 10).await.unwrap(), 1);
+            let again = db
+                .claim_job("node1:new:0", 11, 60_000)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(again.id, mine.id);
+            assert_eq!(again.attempt, 2);
+            assert!(db.heartbeat_job(&theirs, 12, 60_000).await.unwrap());
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn fatal_outcome_never_retries() {
-        let (db, _d) = sqlite().await;
-        queued(&db, 5).await;
-        let j = db.claim_job("w", 0, 1000).await.unwrap().unwrap();
-        db.finish_job(
-            &j,
-            &JobOutcome::Fatal {
-                error: "not a video".into(),
-            },
-            1,
-        )
-        .await
-        .unwrap();
-        assert!(db.claim_job("w", 1_000_000, 1000).await.unwrap().is_none());
+        each_backend(|db| async move {
+            queued(&db, 5).await;
+            let j = db.claim_job("w", 0, 1000).await.unwrap().unwrap();
+            db.finish_job(
+                &j,
+                &JobOutcome::Fatal {
+                    error: "not a video".into(),
+                },
+                1,
+            )
+            .await
+            .unwrap();
+            assert!(db.claim_job("w", 1_000_000, 1000).await.unwrap().is_none());
+        })
+        .await;
     }
 }

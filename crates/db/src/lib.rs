@@ -15,22 +15,42 @@ mod model;
 mod uploads;
 mod videos;
 
+#[cfg(test)]
+mod concurrency_tests;
+#[cfg(test)]
+mod outage_tests;
+
 pub use jobs::{Job, JobKind, JobOutcome};
 pub use live::{LiveSession, LiveStream, SessionStatus};
 pub use model::{Rendition, Upload, UploadPart, UploadState, Video, VideoStatus};
 pub use uploads::{CompleteError, NewUpload, PartRecorded};
 pub use videos::Published;
 
+use std::time::Duration;
+
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Connection};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error("database: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// The URL as shown: never with its password.
     #[error("unsupported database url {0:?}: expected sqlite:// or postgres://")]
     UnsupportedUrl(String),
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect {
+        /// Without its password.
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("no answer from the database at {url} within {} s", .after.as_secs())]
+    ConnectTimeout {
+        url: String,
+        after: std::time::Duration,
+    },
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
     #[error("migration {version} failed: {source}")]
@@ -57,20 +77,48 @@ pub struct Db {
 }
 
 impl Db {
-    /// Connects and brings the schema up to date.
+    /// Connects and brings the schema up to date. A server that cannot be reached fails this
+    /// within [`CONNECT_TIMEOUT`], with an error naming the URL (without its password).
     pub async fn connect(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
+        let shown = redact_url(url);
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            return Err(Error::UnsupportedUrl(url.to_string()));
+            return Err(Error::UnsupportedUrl(shown));
         };
-        let mut opts = AnyPoolOptions::new().max_connections(match backend {
-            Backend::Sqlite => 4,
-            Backend::Postgres => 16,
-        });
+        if backend == Backend::Postgres {
+            // One direct attempt first: its error says why (refused, no such database, bad
+            // password), where the pool would only report that it timed out.
+            match tokio::time::timeout(CONNECT_TIMEOUT, sqlx::AnyConnection::connect(url)).await {
+                Err(_) => {
+                    return Err(Error::ConnectTimeout {
+                        url: shown,
+                        after: CONNECT_TIMEOUT,
+                    })
+                }
+                Ok(Err(source)) => return Err(Error::Connect { url: shown, source }),
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                }
+            }
+        }
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 16,
+            })
+            // Checks an idle connection before handing it out, so connections that a server
+            // restart killed are replaced instead of failing the next query.
+            .test_before_acquire(true);
+        if backend == Backend::Postgres {
+            // Also how long a query waits for a server that is restarting before it fails
+            // (the pool retries refused connections meanwhile); callers retry with backoff.
+            // SQLite keeps the default 30 s: there, waiting means a busy writer, not an outage.
+            opts = opts.acquire_timeout(CONNECT_TIMEOUT);
+        }
         if backend == Backend::Sqlite {
             // Per connection: wait on a busy writer instead of failing, and enforce the
             // cascades the schema declares.
@@ -89,7 +137,10 @@ impl Db {
                 })
             });
         }
-        let pool = opts.connect(url).await?;
+        let pool = opts
+            .connect(url)
+            .await
+            .map_err(|source| Error::Connect { url: shown, source })?;
         if backend == Backend::Sqlite {
             // WAL is a property of the file: readers never block the writer.
             sqlx::query("PRAGMA journal_mode = WAL")
@@ -116,6 +167,30 @@ impl Db {
     }
 }
 
+/// How long connecting may take before it counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `url` fit for errors and logs: the password and the query (which may carry one) removed.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        let url = url.split('?').next().unwrap_or_default();
+        return match url.split_once(':') {
+            Some((scheme, _)) if url.contains('@') => format!("{scheme}:…"),
+            _ => url.to_string(),
+        };
+    };
+    let rest = rest.split('?').next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{user}@{host}")
+        }
+        None => authority.to_string(),
+    };
+    format!("{scheme}://{authority}{path}")
+}
+
 pub(crate) fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> Error {
     Error::Corrupt {
         table,
@@ -140,10 +215,54 @@ where
 pub(crate) mod testing {
     use super::*;
 
-    /// A fresh SQLite database in a temp dir; PostgreSQL is exercised by the integration suite.
+    /// A fresh SQLite database in a temp dir.
     pub async fn sqlite() -> (Db, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         (Db::connect(&url).await.unwrap(), dir)
+    }
+
+    /// A fresh database on this test binary's PostgreSQL.
+    pub async fn postgres() -> Db {
+        Db::connect(&oxcast_testkit::postgres::database())
+            .await
+            .unwrap()
+    }
+
+    /// Runs `test` on a fresh SQLite database, then on a fresh PostgreSQL one.
+    pub async fn each_backend<F, Fut>(test: F)
+    where
+        F: Fn(Db) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (db, _dir) = sqlite().await;
+        eprintln!("-- on SQLite");
+        test(db).await;
+        eprintln!("-- on PostgreSQL");
+        test(postgres().await).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacted_urls_keep_user_host_port_and_database_only() {
+        assert_eq!(
+            redact_url("postgres://ox:s3cret@db.local:5433/oxcast?sslmode=require&password=x"),
+            "postgres://ox@db.local:5433/oxcast"
+        );
+        assert_eq!(
+            redact_url("postgresql://ox:p%40ss@[::1]:5432/db"),
+            "postgresql://ox@[::1]:5432/db"
+        );
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(
+            redact_url("sqlite:///var/lib/oxcast/db.sqlite?mode=rwc"),
+            "sqlite:///var/lib/oxcast/db.sqlite"
+        );
+        assert_eq!(redact_url("mysql:a:b@c"), "mysql:…");
+        assert_eq!(redact_url("sqlite:x.db"), "sqlite:x.db");
     }
 }

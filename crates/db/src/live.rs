@@ -213,35 +213,37 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::sqlite;
+    use crate::testing::each_backend;
     use crate::VideoStatus;
 
     #[tokio::test]
     async fn streams_sessions_and_keys() {
-        let (db, _d) = sqlite().await;
-        let s = db.create_live_stream("show", "k1", 1).await.unwrap();
-        assert_eq!(db.live_stream_by_key("k1").await.unwrap().unwrap().id, s.id);
-        assert!(db.reset_stream_key(s.id, "k2").await.unwrap());
-        assert!(db.live_stream_by_key("k1").await.unwrap().is_none());
-        assert!(
-            db.create_live_stream("dup", "k2", 2).await.is_err(),
-            "keys are unique"
-        );
+        each_backend(|db| async move {
+            let s = db.create_live_stream("show", "k1", 1).await.unwrap();
+            assert_eq!(db.live_stream_by_key("k1").await.unwrap().unwrap().id, s.id);
+            assert!(db.reset_stream_key(s.id, "k2").await.unwrap());
+            assert!(db.live_stream_by_key("k1").await.unwrap().is_none());
+            assert!(
+                db.create_live_stream("dup", "k2", 2).await.is_err(),
+                "keys are unique"
+            );
 
-        let sess = db.start_live_session(&s, "show (live)", 10).await.unwrap();
-        let v = db.video(sess.video_id).await.unwrap().unwrap();
-        assert_eq!(v.status, VideoStatus::Processing);
-        assert_eq!(db.orphaned_live_sessions().await.unwrap().len(), 1);
-        db.end_live_session(sess.id, 20).await.unwrap();
-        assert!(db.orphaned_live_sessions().await.unwrap().is_empty());
-        let list = db.live_sessions(s.id).await.unwrap();
-        assert_eq!(list[0].ended_at, Some(20));
+            let sess = db.start_live_session(&s, "show (live)", 10).await.unwrap();
+            let v = db.video(sess.video_id).await.unwrap().unwrap();
+            assert_eq!(v.status, VideoStatus::Processing);
+            assert_eq!(db.orphaned_live_sessions().await.unwrap().len(), 1);
+            db.end_live_session(sess.id, 20).await.unwrap();
+            assert!(db.orphaned_live_sessions().await.unwrap().is_empty());
+            let list = db.live_sessions(s.id).await.unwrap();
+            assert_eq!(list[0].ended_at, Some(20));
 
-        assert!(db.delete_live_stream(s.id).await.unwrap());
-        assert!(db.live_sessions(s.id).await.unwrap().is_empty());
-        assert!(
-            db.video(sess.video_id).await.unwrap().is_some(),
-            "the recording stays"
-        );
+            assert!(db.delete_live_stream(s.id).await.unwrap());
+            assert!(db.live_sessions(s.id).await.unwrap().is_empty());
+            assert!(
+                db.video(sess.video_id).await.unwrap().is_some(),
+                "the recording stays"
+            );
+        })
+        .await;
     }
 }

@@ -382,7 +382,7 @@ fn check_parts(
 mod tests {
     use super::*;
     use crate::model::VideoStatus;
-    use crate::testing::sqlite;
+    use crate::testing::each_backend;
 
     async fn new_upload(db: &Db, size: u64, part_size: u64) -> (Video, Upload) {
         db.create_upload(
@@ -410,151 +410,163 @@ mod tests {
 
     #[tokio::test]
     async fn complete_checks_parts_then_enqueues_exactly_once() {
-        let (db, _d) = sqlite().await;
-        let (video, up) = new_upload(&db, 25, 10).await;
-        assert_eq!(video.status, VideoStatus::Uploading);
-        db.put_part(up.id, &part(2, 10, "\"b\""), 2).await.unwrap();
-        db.put_part(up.id, &part(1, 10, "\"a\""), 2).await.unwrap();
+        each_backend(|db| async move {
+            let (video, up) = new_upload(&db, 25, 10).await;
+            assert_eq!(video.status, VideoStatus::Uploading);
+            db.put_part(up.id, &part(2, 10, "\"b\""), 2).await.unwrap();
+            db.put_part(up.id, &part(1, 10, "\"a\""), 2).await.unwrap();
 
-        let claimed = vec![
-            (1, "\"a\"".to_string()),
-            (2, "\"b\"".to_string()),
-            (3, "\"c\"".to_string()),
-        ];
-        let r = db.complete_upload(up.id, &claimed, 3, 3).await.unwrap();
-        assert_eq!(r.unwrap_err(), CompleteError::MissingParts(vec![3]));
+            let claimed = vec![
+                (1, "\"a\"".to_string()),
+                (2, "\"b\"".to_string()),
+                (3, "\"c\"".to_string()),
+            ];
+            let r = db.complete_upload(up.id, &claimed, 3, 3).await.unwrap();
+            assert_eq!(r.unwrap_err(), CompleteError::MissingParts(vec![3]));
 
-        db.put_part(up.id, &part(3, 5, "\"c\""), 4).await.unwrap();
-        let wrong = vec![
-            (1, "\"a\"".to_string()),
-            (2, "\"x\"".to_string()),
-            (3, "\"c\"".to_string()),
-        ];
-        let r = db.complete_upload(up.id, &wrong, 3, 5).await.unwrap();
-        assert_eq!(r.unwrap_err(), CompleteError::EtagMismatch(vec![2]));
+            db.put_part(up.id, &part(3, 5, "\"c\""), 4).await.unwrap();
+            let wrong = vec![
+                (1, "\"a\"".to_string()),
+                (2, "\"x\"".to_string()),
+                (3, "\"c\"".to_string()),
+            ];
+            let r = db.complete_upload(up.id, &wrong, 3, 5).await.unwrap();
+            assert_eq!(r.unwrap_err(), CompleteError::EtagMismatch(vec![2]));
 
-        let v = db
-            .complete_upload(up.id, &claimed, 3, 6)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(v.status, VideoStatus::Queued);
-        // A retried complete is harmless; one with other ETags is a conflict.
-        let again = db
-            .complete_upload(up.id, &claimed, 3, 7)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(again.id, v.id);
-        let r = db.complete_upload(up.id, &wrong, 3, 8).await.unwrap();
-        assert_eq!(r.unwrap_err(), CompleteError::AlreadyCompleted);
-        let r = db.complete_upload(up.id, &[], 3, 8).await.unwrap();
-        assert_eq!(r.unwrap_err(), CompleteError::AlreadyCompleted);
-        // Parts are frozen once complete.
-        assert_eq!(
-            db.put_part(up.id, &part(1, 10, "\"z\""), 9).await.unwrap(),
-            PartRecorded::UploadClosed
-        );
-        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-        assert_eq!(jobs, 1);
+            let v = db
+                .complete_upload(up.id, &claimed, 3, 6)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(v.status, VideoStatus::Queued);
+            // A retried complete is harmless; one with other ETags is a conflict.
+            let again = db
+                .complete_upload(up.id, &claimed, 3, 7)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(again.id, v.id);
+            let r = db.complete_upload(up.id, &wrong, 3, 8).await.unwrap();
+            assert_eq!(r.unwrap_err(), CompleteError::AlreadyCompleted);
+            let r = db.complete_upload(up.id, &[], 3, 8).await.unwrap();
+            assert_eq!(r.unwrap_err(), CompleteError::AlreadyCompleted);
+            // Parts are frozen once complete.
+            assert_eq!(
+                db.put_part(up.id, &part(1, 10, "\"z\""), 9).await.unwrap(),
+                PartRecorded::UploadClosed
+            );
+            let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            assert_eq!(jobs, 1);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn resent_part_replaces_and_size_must_add_up() {
-        let (db, _d) = sqlite().await;
-        let (_, up) = new_upload(&db, 20, 10).await;
-        db.put_part(up.id, &part(1, 10, "a"), 1).await.unwrap();
-        db.put_part(up.id, &part(2, 9, "b"), 1).await.unwrap();
-        db.put_part(up.id, &part(1, 10, "a2"), 2).await.unwrap();
-        let parts = db.parts(up.id).await.unwrap();
-        assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0].etag, "a2");
-        let claimed = vec![(1, "a2".to_string()), (2, "b".to_string())];
-        let r = db.complete_upload(up.id, &claimed, 3, 3).await.unwrap();
-        assert_eq!(
-            r.unwrap_err(),
-            CompleteError::SizeMismatch {
-                stored: 19,
-                declared: 20
-            }
-        );
+        each_backend(|db| async move {
+            let (_, up) = new_upload(&db, 20, 10).await;
+            db.put_part(up.id, &part(1, 10, "a"), 1).await.unwrap();
+            db.put_part(up.id, &part(2, 9, "b"), 1).await.unwrap();
+            db.put_part(up.id, &part(1, 10, "a2"), 2).await.unwrap();
+            let parts = db.parts(up.id).await.unwrap();
+            assert_eq!(parts.len(), 2);
+            assert_eq!(parts[0].etag, "a2");
+            let claimed = vec![(1, "a2".to_string()), (2, "b".to_string())];
+            let r = db.complete_upload(up.id, &claimed, 3, 3).await.unwrap();
+            assert_eq!(
+                r.unwrap_err(),
+                CompleteError::SizeMismatch {
+                    stored: 19,
+                    declared: 20
+                }
+            );
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn unknown_part_numbers_are_named() {
-        let (db, _d) = sqlite().await;
-        let (_, up) = new_upload(&db, 10, 10).await;
-        let r = db
-            .complete_upload(up.id, &[(1, "a".into()), (9, "z".into())], 3, 3)
-            .await
-            .unwrap();
-        assert_eq!(r.unwrap_err(), CompleteError::UnknownParts(vec![9]));
-        let r = db
-            .complete_upload(UploadId::new(), &[], 3, 3)
-            .await
-            .unwrap();
-        assert_eq!(r.unwrap_err(), CompleteError::NotFound);
+        each_backend(|db| async move {
+            let (_, up) = new_upload(&db, 10, 10).await;
+            let r = db
+                .complete_upload(up.id, &[(1, "a".into()), (9, "z".into())], 3, 3)
+                .await
+                .unwrap();
+            assert_eq!(r.unwrap_err(), CompleteError::UnknownParts(vec![9]));
+            let r = db
+                .complete_upload(UploadId::new(), &[], 3, 3)
+                .await
+                .unwrap();
+            assert_eq!(r.unwrap_err(), CompleteError::NotFound);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_resent_part_names_the_record_it_replaced() {
-        let (db, _d) = sqlite().await;
-        let (video, up) = new_upload(&db, 20, 10).await;
-        assert_eq!(
-            db.put_part(up.id, &part(1, 10, "a"), 1).await.unwrap(),
-            PartRecorded::Stored { replaced: None }
-        );
-        assert_eq!(
-            db.put_part(up.id, &part(1, 10, "b"), 2).await.unwrap(),
-            PartRecorded::Stored {
-                replaced: Some(part(1, 10, "a"))
-            }
-        );
-        assert_eq!(db.parts(up.id).await.unwrap(), vec![part(1, 10, "b")]);
-        let found = db
-            .uploads_with_parts(&[up.id, UploadId::new()])
-            .await
-            .unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[&up.id], vec![part(1, 10, "b")]);
-        assert!(db.delete_video(video.id).await.unwrap());
-        assert_eq!(
-            db.put_part(up.id, &part(2, 10, "c"), 3).await.unwrap(),
-            PartRecorded::UploadGone
-        );
+        each_backend(|db| async move {
+            let (video, up) = new_upload(&db, 20, 10).await;
+            assert_eq!(
+                db.put_part(up.id, &part(1, 10, "a"), 1).await.unwrap(),
+                PartRecorded::Stored { replaced: None }
+            );
+            assert_eq!(
+                db.put_part(up.id, &part(1, 10, "b"), 2).await.unwrap(),
+                PartRecorded::Stored {
+                    replaced: Some(part(1, 10, "a"))
+                }
+            );
+            assert_eq!(db.parts(up.id).await.unwrap(), vec![part(1, 10, "b")]);
+            let found = db
+                .uploads_with_parts(&[up.id, UploadId::new()])
+                .await
+                .unwrap();
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[&up.id], vec![part(1, 10, "b")]);
+            assert!(db.delete_video(video.id).await.unwrap());
+            assert_eq!(
+                db.put_part(up.id, &part(2, 10, "c"), 3).await.unwrap(),
+                PartRecorded::UploadGone
+            );
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn expired_open_uploads_are_found_and_removed_with_their_video() {
-        let (db, _d) = sqlite().await;
-        let (video, up) = new_upload(&db, 10, 10).await; // expires at 10_000
-        let (_, done) = new_upload(&db, 10, 10).await;
-        db.put_part(done.id, &part(1, 10, "a"), 1).await.unwrap();
-        db.complete_upload(done.id, &[(1, "a".into())], 3, 2)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(db.expired_uploads(10_000).await.unwrap().is_empty());
-        let expired = db.expired_uploads(10_001).await.unwrap();
-        assert_eq!(expired.iter().map(|u| u.id).collect::<Vec<_>>(), [up.id]);
-        assert!(db.delete_open_upload(&expired[0]).await.unwrap());
-        assert!(db.video(video.id).await.unwrap().is_none());
-        assert!(db.upload(up.id).await.unwrap().is_none());
-        assert!(!db.delete_open_upload(&expired[0]).await.unwrap());
-        assert!(db.upload(done.id).await.unwrap().is_some());
+        each_backend(|db| async move {
+            let (video, up) = new_upload(&db, 10, 10).await; // expires at 10_000
+            let (_, done) = new_upload(&db, 10, 10).await;
+            db.put_part(done.id, &part(1, 10, "a"), 1).await.unwrap();
+            db.complete_upload(done.id, &[(1, "a".into())], 3, 2)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(db.expired_uploads(10_000).await.unwrap().is_empty());
+            let expired = db.expired_uploads(10_001).await.unwrap();
+            assert_eq!(expired.iter().map(|u| u.id).collect::<Vec<_>>(), [up.id]);
+            assert!(db.delete_open_upload(&expired[0]).await.unwrap());
+            assert!(db.video(video.id).await.unwrap().is_none());
+            assert!(db.upload(up.id).await.unwrap().is_none());
+            assert!(!db.delete_open_upload(&expired[0]).await.unwrap());
+            assert!(db.upload(done.id).await.unwrap().is_some());
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn deleting_the_video_cascades() {
-        let (db, _d) = sqlite().await;
-        let (video, up) = new_upload(&db, 10, 10).await;
-        db.put_part(up.id, &part(1, 10, "a"), 1).await.unwrap();
-        assert!(db.delete_video(video.id).await.unwrap());
-        assert!(db.upload(up.id).await.unwrap().is_none());
-        assert!(db.parts(up.id).await.unwrap().is_empty());
-        assert!(!db.delete_video(video.id).await.unwrap());
+        each_backend(|db| async move {
+            let (video, up) = new_upload(&db, 10, 10).await;
+            db.put_part(up.id, &part(1, 10, "a"), 1).await.unwrap();
+            assert!(db.delete_video(video.id).await.unwrap());
+            assert!(db.upload(up.id).await.unwrap().is_none());
+            assert!(db.parts(up.id).await.unwrap().is_empty());
+            assert!(!db.delete_video(video.id).await.unwrap());
+        })
+        .await;
     }
 }

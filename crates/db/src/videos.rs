@@ -60,7 +60,6 @@ impl Db {
         rows.iter().map(video_from_row).collect()
     }
 
-    /// Deletes the video and, by cascade, its upload, parts and jobs. Returns whether it existed.
     /// Of `ids`, those with a video row.
     pub async fn existing_videos(
         &self,
@@ -83,6 +82,7 @@ impl Db {
         Ok(out)
     }
 
+    /// Deletes the video and, by cascade, its upload, parts and jobs. Returns whether it existed.
     pub async fn delete_video(&self, id: VideoId) -> Result<bool> {
         let r = sqlx::query("DELETE FROM videos WHERE id = $1")
             .bind(id.to_string())
@@ -151,5 +151,132 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::each_backend;
+    use crate::{JobOutcome, NewUpload, Published, Rendition, UploadPart, VideoStatus};
+
+    /// The worker's path through a video's states, with every column read back.
+    #[tokio::test]
+    async fn a_video_goes_from_queued_through_processing_to_ready() {
+        each_backend(|db| async move {
+            let new = NewUpload {
+                title: "Título ✓",
+                filename: "f.mp4",
+                size: 3_000_000_000,
+                part_size: 3_000_000_000,
+                expires_at: 9,
+            };
+            let (video, up) = db.create_upload(&new, 1).await.unwrap();
+            assert_eq!(
+                db.upload_for_video(video.id).await.unwrap(),
+                Some(up.clone())
+            );
+            let part = UploadPart {
+                part_number: 1,
+                size: 3_000_000_000,
+                etag: "e".into(),
+                object: None,
+            };
+            db.put_part(up.id, &part, 2).await.unwrap();
+            db.complete_upload(up.id, &[(1, "e".into())], 3, 3)
+                .await
+                .unwrap()
+                .unwrap();
+            let job = db.claim_job("w", 4, 1000).await.unwrap().unwrap();
+            db.set_video_processing(video.id, 0.25, 5).await.unwrap();
+            let v = db.video(video.id).await.unwrap().unwrap();
+            assert_eq!(
+                (v.status, v.progress, v.updated_at),
+                (VideoStatus::Processing, 0.25, 5)
+            );
+            db.set_video_queued(video.id, "retrying", 6).await.unwrap();
+            let v = db.video(video.id).await.unwrap().unwrap();
+            assert_eq!(
+                (v.status, v.error.as_deref()),
+                (VideoStatus::Queued, Some("retrying"))
+            );
+
+            let published = Published {
+                duration_s: 12.5,
+                width: 1920,
+                height: 1080,
+                renditions: vec![Rendition {
+                    name: "1080p".into(),
+                    width: 1920,
+                    height: 1080,
+                    bandwidth: 5_000_000,
+                    codecs: "avc1.640028,mp4a.40.2".into(),
+                }],
+            };
+            assert!(db.publish_video(&job, &published, 7).await.unwrap());
+            assert!(!db.finish_job(&job, &JobOutcome::Done, 8).await.unwrap());
+            let v = db.video(video.id).await.unwrap().unwrap();
+            assert_eq!(v.status, VideoStatus::Ready);
+            assert_eq!((v.progress, v.duration_s), (1.0, Some(12.5)));
+            assert_eq!((v.width, v.height), (Some(1920), Some(1080)));
+            assert_eq!(v.renditions, published.renditions);
+            assert_eq!(
+                (v.title.as_str(), v.source_size),
+                ("Título ✓", 3_000_000_000)
+            );
+            assert_eq!((v.created_at, v.updated_at), (1, 7));
+            // A ready video is not sent back to the queue.
+            db.set_video_queued(video.id, "late", 9).await.unwrap();
+            assert_eq!(
+                db.video(video.id).await.unwrap().unwrap().status,
+                VideoStatus::Ready
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn listing_lookup_failure_and_deletion() {
+        each_backend(|db| async move {
+            let new = |title| NewUpload {
+                title,
+                filename: "f",
+                size: 1,
+                part_size: 1,
+                expires_at: 9,
+            };
+            let (a, _) = db.create_upload(&new("a"), 1).await.unwrap();
+            let (b, _) = db.create_upload(&new("b"), 2).await.unwrap();
+            let list = db.videos(10).await.unwrap();
+            assert_eq!(list.iter().map(|v| v.id).collect::<Vec<_>>(), [b.id, a.id]);
+            assert_eq!(db.videos(1).await.unwrap().len(), 1);
+            let gone = oxcast_base::VideoId::new();
+            let found = db.existing_videos(&[a.id, gone, b.id]).await.unwrap();
+            assert_eq!(found, [a.id, b.id].into_iter().collect());
+            db.set_video_failed(a.id, "not a video", 3).await.unwrap();
+            let v = db.video(a.id).await.unwrap().unwrap();
+            assert_eq!(
+                (v.status, v.error.as_deref()),
+                (VideoStatus::Failed, Some("not a video"))
+            );
+            assert!(db.delete_video(a.id).await.unwrap());
+            assert!(db.video(a.id).await.unwrap().is_none());
+            db.set_video_ready(
+                b.id,
+                &Published {
+                    duration_s: 1.0,
+                    width: 2,
+                    height: 2,
+                    renditions: vec![],
+                },
+                4,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                db.video(b.id).await.unwrap().unwrap().status,
+                VideoStatus::Ready
+            );
+        })
+        .await;
     }
 }

@@ -340,18 +340,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_handed_back_job_is_leasable_at_once_and_costs_no_attempt() {
-        let (db, _d) = sqlite().await;
-        queued(&db, 1).await;
-        let a = db.claim_job("a", 100, 60_000).await.unwrap().unwrap();
-        let back = JobOutcome::HandBack {
-            reason: "worker stopping".into(),
-        };
-        assert!(db.finish_job(&a, &back, 200).await.unwrap());
-        // Long before the lease would have expired, and with its only attempt not spent.
-        let b = db.claim_job("b", 201, 60_000).await.unwrap().unwrap();
-        assert_eq!(b.attempt, 1);
-        // A lost lease cannot hand anything back.
-        assert!(!db.finish_job(&a, &back, 300).await.unwrap());
+        each_backend(|db| async move {
+            queued(&db, 1).await;
+            let a = db.claim_job("a", 100, 60_000).await.unwrap().unwrap();
+            let back = JobOutcome::HandBack {
+                reason: "worker stopping".into(),
+            };
+            assert!(db.finish_job(&a, &back, 200).await.unwrap());
+            // Long before the lease would have expired, and with its only attempt not spent.
+            let b = db.claim_job("b", 201, 60_000).await.unwrap().unwrap();
+            assert_eq!(b.attempt, 1);
+            // A lost lease cannot hand anything back.
+            assert!(!db.finish_job(&a, &back, 300).await.unwrap());
+            let (counts, oldest) = db.job_stats(1_201).await.unwrap();
+            assert_eq!(counts, vec![("running".to_string(), 1)]);
+            assert_eq!(oldest, Some(1_000));
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -94,35 +94,3 @@ pub fn raise_nofile_limit() -> u64 {
     }
     lim.rlim_cur
 }
-
-/// A URL fit for logs and errors: the password, if any, replaced.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_lose_their_passwords() {
-        assert_eq!(
-            redact_url("postgres://ox:s3cret@db:5432/oxcast"),
-            "postgres://ox:***@db:5432/oxcast"
-        );
-        assert_eq!(
-            redact_url("sqlite:///data/oxcast.db"),
-            "sqlite:///data/oxcast.db"
-        );
-        assert_eq!(redact_url("postgres://db/oxcast"), "postgres://db/oxcast");
-    }
-}

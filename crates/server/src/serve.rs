@@ -75,10 +75,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%ffmpeg, "found ffmpeg");
     }
 
-    let db_name = host::redact_url(&config.database_url());
-    let db = Db::connect(&config.database_url())
-        .await
-        .with_context(|| format!("opening the database {db_name}"))?;
+    let db_name = oxcast_db::redact_url(&config.database_url());
+    // The error names the database (without its password).
+    let db = Db::connect(&config.database_url()).await?;
     let store = Store::local(&data.join("objects"))?;
     tracing::info!(database = %db_name, store = ?store, "engines ready");
     let clock: SharedClock = Arc::new(SystemClock);

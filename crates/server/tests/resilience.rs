@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -139,31 +138,6 @@ async fn an_interrupted_cli_upload_resumes_sending_only_missing_parts() {
         std::fs::read_dir(&state_dir).unwrap().next().is_none(),
         "state removed once ready"
     );
-}
-
-/// Every object a published video's manifests reference, plus the poster.
-async fn referenced(base: &str, id: &str) -> BTreeSet<String> {
-    let vbase = format!("{base}/v/{id}");
-    let mut out: BTreeSet<String> = ["master.m3u8", "manifest.mpd", "poster.jpg"]
-        .map(String::from)
-        .into();
-    let master = get_text(&format!("{vbase}/master.m3u8")).await;
-    let mut playlists: Vec<String> = variants(&master).into_iter().map(|(u, _)| u).collect();
-    playlists.extend(
-        master
-            .lines()
-            .filter_map(|l| l.split("URI=\"").nth(1))
-            .map(|u| u.trim_end_matches('"').to_string()),
-    );
-    for pl in playlists {
-        let folder = pl.rsplit_once('/').unwrap().0.to_string();
-        out.insert(pl.clone());
-        out.insert(format!("{folder}/init.mp4"));
-        for (seg, _) in segments(&get_text(&format!("{vbase}/{pl}")).await) {
-            out.insert(format!("{folder}/{seg}"));
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -173,6 +173,15 @@ impl Server {
             * 1024
     }
 
+    /// Whether the process is still running (not killed or stopped by the test, not exited).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+            && std::fs::metadata(format!("/proc/{}", self.pid())).is_ok()
+            && !std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+                .unwrap_or_default()
+                .contains(") Z ")
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
@@ -360,13 +369,15 @@ pub async fn create_upload(base: &str, filename: &str, size: u64, title: &str) -
     json(r).await
 }
 
+/// PUTs a part to `url`: relative to `base` (embedded signed URLs) or absolute (presigned
+/// bucket URLs).
 pub async fn put(base: &str, url: &str, body: Vec<u8>) -> ::reqwest::Response {
-    http()
-        .put(format!("{base}{url}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    let url = if url.starts_with("http://") || url.starts_with("https://") {
+        url.to_string()
+    } else {
+        format!("{base}{url}")
+    };
+    http().put(url).body(body).send().await.unwrap()
 }
 
 /// Uploads `file` through the API: parts in shuffled order, `parallel` at a time; completes and
@@ -747,4 +758,29 @@ pub fn mpd_sizes(mpd: &str) -> Vec<(u32, u32)> {
         .filter(|l| l.contains("<Representation "))
         .filter_map(|l| Some((attr(l, "width")?, attr(l, "height")?)))
         .collect()
+}
+
+/// Every object a published video's manifests reference, plus the poster.
+pub async fn referenced(base: &str, id: &str) -> BTreeSet<String> {
+    let vbase = format!("{base}/v/{id}");
+    let mut out: BTreeSet<String> = ["master.m3u8", "manifest.mpd", "poster.jpg"]
+        .map(String::from)
+        .into();
+    let master = get_text(&format!("{vbase}/master.m3u8")).await;
+    let mut playlists: Vec<String> = variants(&master).into_iter().map(|(u, _)| u).collect();
+    playlists.extend(
+        master
+            .lines()
+            .filter_map(|l| l.split("URI=\"").nth(1))
+            .map(|u| u.trim_end_matches('"').to_string()),
+    );
+    for pl in playlists {
+        let folder = pl.rsplit_once('/').unwrap().0.to_string();
+        out.insert(pl.clone());
+        out.insert(format!("{folder}/init.mp4"));
+        for (seg, _) in segments(&get_text(&format!("{vbase}/{pl}")).await) {
+            out.insert(format!("{folder}/{seg}"));
+        }
+    }
+    out
 }

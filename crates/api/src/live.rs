@@ -201,6 +201,11 @@ pub async fn create(
     if title.is_empty() || title.len() > 300 {
         return Err(ApiError::BadRequest("title must be 1 to 300 bytes".into()));
     }
+    if title.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "title must not contain control characters (NUL, escape, newlines)".into(),
+        ));
+    }
     let s = state
         .db
         .create_live_stream(title, &new_key(), state.clock.now_ms())

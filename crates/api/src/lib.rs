@@ -13,7 +13,6 @@ pub mod limits;
 pub mod live;
 pub mod openapi;
 pub mod origin;
-pub mod ratelog;
 pub mod serve;
 pub mod signing;
 pub mod uploads;

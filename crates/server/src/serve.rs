@@ -54,7 +54,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let db = Db::connect(&config.database_url())
         .await
         .with_context(|| format!("opening database {}", config.database_url()))?;
-    let store = Store::local(&data.join("objects"))?;
+    let store = Store::open(&config).await?;
     let clock: SharedClock = Arc::new(SystemClock);
     let node_id = read_or_create(&data.join("node-id"), 8)?;
     let signing_key = match &config.upload.signing_key {

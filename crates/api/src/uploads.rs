@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::limits::{ClientAddr, Refused};
+use crate::uploads_s3;
 use crate::videos::VideoView;
 use crate::AppState;
 
@@ -141,7 +142,11 @@ pub async fn create(
         ));
     }
     let now = state.clock.now_ms();
-    let part_size = state.config.upload.part_size.max(1);
+    let multipart = state.store.multipart();
+    let mut part_size = state.config.upload.part_size.max(1);
+    if multipart.is_some() {
+        part_size = part_size.max(uploads_s3::MIN_PART_SIZE);
+    }
     let expires_ms = now + state.config.upload.url_ttl_s as i64 * 1000;
     let (video, upload) = state
         .db
@@ -156,8 +161,15 @@ pub async fn create(
             now,
         )
         .await?;
-    let (parts, expires) = part_urls(&state, &upload, 1..=upload.part_count());
-    tracing::info!(video = %video.id, upload = %upload.id, size = req.size, parts = parts.len(), "upload created");
+    let (parts, expires) = match multipart {
+        Some(mp) => {
+            let s3 = uploads_s3::start(&state, mp, &upload).await?;
+            uploads_s3::part_urls(&state, mp, &s3, 1..=upload.part_count())?
+        }
+        None => part_urls(&state, &upload, 1..=upload.part_count()),
+    };
+    tracing::info!(video = %video.id, upload = %upload.id, size = req.size, parts = parts.len(),
+        direct_to_bucket = multipart.is_some(), "upload created");
     metrics::counter!("oxcast_uploads_created_total").increment(1);
     Ok((
         StatusCode::CREATED,
@@ -197,22 +209,16 @@ pub async fn status(
         .upload(id)
         .await?
         .ok_or_else(|| ApiError::NotFound("upload".into()))?;
-    let stored = state.db.parts(id).await?;
-    let missing_numbers: Vec<u32> = if upload.state == UploadState::Open {
-        (1..=upload.part_count())
-            .filter(|n| !stored.iter().any(|p| p.part_number == *n))
-            .collect()
-    } else {
-        Vec::new()
+    let s3 = match state.store.multipart() {
+        Some(mp) => state.db.s3_upload(id).await?.map(|s3| (mp, s3)),
+        None => None,
     };
-    let (missing, _) = part_urls(&state, &upload, missing_numbers.into_iter());
-    Ok(Json(UploadStatus {
-        upload_id: upload.id.to_string(),
-        video_id: upload.video_id.to_string(),
-        size: upload.size,
-        part_size: upload.part_size,
-        state: upload.state.as_str().to_string(),
-        parts: stored
+    let stored: Vec<StoredPart> = match &s3 {
+        Some((mp, s3)) => uploads_s3::stored_parts(&state, mp, &upload, s3).await?,
+        None => state
+            .db
+            .parts(id)
+            .await?
             .into_iter()
             .map(|p| StoredPart {
                 part_number: p.part_number,
@@ -220,6 +226,25 @@ pub async fn status(
                 etag: p.etag,
             })
             .collect(),
+    };
+    let missing_numbers: Vec<u32> = if upload.state == UploadState::Open {
+        (1..=upload.part_count())
+            .filter(|n| !stored.iter().any(|p| p.part_number == *n))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (missing, _) = match &s3 {
+        Some((mp, s3)) => uploads_s3::part_urls(&state, mp, s3, missing_numbers.into_iter())?,
+        None => part_urls(&state, &upload, missing_numbers.into_iter()),
+    };
+    Ok(Json(UploadStatus {
+        upload_id: upload.id.to_string(),
+        video_id: upload.video_id.to_string(),
+        size: upload.size,
+        part_size: upload.part_size,
+        state: upload.state.as_str().to_string(),
+        parts: stored,
         missing,
     }))
 }
@@ -390,6 +415,18 @@ pub async fn complete(
         .into_iter()
         .map(|p| (p.part_number, p.etag))
         .collect();
+    // Straight-to-bucket uploads: the bucket's half first (check, record, complete the object).
+    if let Some(mp) = state.store.multipart() {
+        if let (Some(upload), Some(s3)) =
+            (state.db.upload(id).await?, state.db.s3_upload(id).await?)
+        {
+            if upload.state == UploadState::Open {
+                if let Err(e) = uploads_s3::complete(&state, mp, &upload, &s3, &claimed).await? {
+                    return Err(ApiError::BadRequest(e.to_string()));
+                }
+            }
+        }
+    }
     let now = state.clock.now_ms();
     let video = match state
         .db
@@ -403,7 +440,14 @@ pub async fn complete(
     };
     tracing::info!(video = %video.id, upload = %id, "upload completed; processing queued");
     state.wake.notify_waiters();
-    Ok((StatusCode::ACCEPTED, Json(VideoView::from(&video))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(VideoView::with_base(
+            &video,
+            state.config.public_base_url.as_deref(),
+        )),
+    )
+        .into_response())
 }
 
 #[cfg(test)]

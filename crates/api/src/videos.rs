@@ -52,7 +52,26 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 
 impl From<&Video> for VideoView {
     fn from(v: &Video) -> Self {
-        let base = format!("/v/{}", v.id);
+        Self::with_base(v, None)
+    }
+}
+
+/// Where a video's published objects are read: this server's origin (`/v/{id}`), or, with
+/// `public_base_url`, the bucket or CDN in front of it, where they sit under `videos/{id}`.
+pub fn playback_base(public_base_url: Option<&str>, video: VideoId) -> String {
+    match public_base_url
+        .map(|u| u.trim_end_matches('/'))
+        .filter(|u| !u.is_empty())
+    {
+        Some(base) => format!("{base}/{}", keys::video_prefix(video)),
+        None => format!("/v/{video}"),
+    }
+}
+
+impl VideoView {
+    /// The view with playback URLs under `public_base_url` when one is configured.
+    pub fn with_base(v: &Video, public_base_url: Option<&str>) -> Self {
+        let base = playback_base(public_base_url, v.id);
         Self {
             id: v.id.to_string(),
             title: v.title.clone(),
@@ -110,8 +129,12 @@ pub async fn list(
 ) -> ApiResult<Json<VideoList>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let videos = state.db.videos(limit).await?;
+    let public = state.config.public_base_url.as_deref();
     Ok(Json(VideoList {
-        videos: videos.iter().map(VideoView::from).collect(),
+        videos: videos
+            .iter()
+            .map(|v| VideoView::with_base(v, public))
+            .collect(),
     }))
 }
 
@@ -128,7 +151,10 @@ pub async fn get(
         .video(id)
         .await?
         .ok_or_else(|| ApiError::NotFound("video".into()))?;
-    Ok(Json(VideoView::from(&v)))
+    Ok(Json(VideoView::with_base(
+        &v,
+        state.config.public_base_url.as_deref(),
+    )))
 }
 
 /// Delete a video, its upload and every stored object.
@@ -140,6 +166,10 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let id = parse_video_id(&id)?;
     let upload = state.db.upload_for_video(id).await?;
+    let s3 = match &upload {
+        Some(u) => state.db.s3_upload(u.id).await?,
+        None => None,
+    };
     if !state.db.delete_video(id).await? {
         return Err(ApiError::NotFound("video".into()));
     }
@@ -150,7 +180,45 @@ pub async fn delete(
             .store
             .delete_prefix(&keys::upload_prefix(u.id))
             .await?;
+        // Straight-to-bucket uploads: the assembled source, or the parts of an unfinished one.
+        if let (Some(mp), Some(s3)) = (state.store.multipart(), s3) {
+            if u.state == oxcast_db::UploadState::Open {
+                if let Err(e) = mp
+                    .abort(&s3.object_key, &s3.multipart_id, state.clock.now_ms())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not abort the multipart upload; the bucket's lifecycle rule will");
+                }
+            }
+            let source = keys::upload_source(u.id);
+            if state.store.head(&source).await?.is_some() {
+                state.store.delete(&source).await?;
+                removed += 1;
+            }
+        }
     }
     tracing::info!(video = %id, removed, "video deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playback_urls_follow_public_base_url() {
+        let v: VideoId = "fedcba9876543210fedcba9876543210".parse().unwrap();
+        assert_eq!(
+            playback_base(None, v),
+            "/v/fedcba9876543210fedcba9876543210"
+        );
+        assert_eq!(
+            playback_base(Some(""), v),
+            "/v/fedcba9876543210fedcba9876543210"
+        );
+        assert_eq!(
+            playback_base(Some("https://cdn.example.com/media/"), v),
+            "https://cdn.example.com/media/videos/fedcba9876543210fedcba9876543210"
+        );
+    }
 }

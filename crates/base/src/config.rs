@@ -40,6 +40,88 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
     pub transcode: TranscodeConfig,
     pub live: LiveConfig,
+    pub storage: StorageConfig,
+    /// Where viewers (or a CDN) read published videos directly, e.g.
+    /// `https://cdn.example.com/oxcast-media`: the API's `hls_url`/`dash_url` then point there
+    /// instead of at this server's origin. Unset: the origin (`/v/…`).
+    pub public_base_url: Option<String>,
+}
+
+/// Where objects live: the local folder `<data_dir>/objects` by default, or an S3-compatible
+/// bucket (`url = "s3://bucket"`).
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `s3://BUCKET`; unset keeps objects in `<data_dir>/objects`.
+    pub url: Option<String>,
+    /// The S3 endpoint, e.g. `http://127.0.0.1:8333`; unset means AWS.
+    pub endpoint: Option<String>,
+    /// Region for signing; `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`, when unset.
+    pub region: Option<String>,
+    /// Path-style URLs (`endpoint/bucket/key`), which most self-hosted servers need; else
+    /// virtual-hosted style (`bucket.endpoint/key`).
+    pub path_style: bool,
+    /// Static credentials; when unset the standard `AWS_*` environment variables are used.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+// Hand-written so that logging a Config never prints the secret.
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Which backend [`StorageConfig::url`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageTarget {
+    /// A folder on this machine.
+    Local(PathBuf),
+    /// An S3 bucket.
+    S3 { bucket: String },
+}
+
+impl StorageConfig {
+    /// Parses `url`; `data_dir` gives the default folder.
+    pub fn target(&self, data_dir: &Path) -> Result<StorageTarget, String> {
+        let Some(url) = self.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(StorageTarget::Local(data_dir.join("objects")));
+        };
+        if let Some(bucket) = url.strip_prefix("s3://") {
+            let bucket = bucket.trim_end_matches('/');
+            let valid = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
+                && !bucket.starts_with(['-', '.'])
+                && !bucket.ends_with(['-', '.']);
+            if !valid {
+                return Err(format!(
+                    "storage.url {url:?}: the bucket name must be 3 to 63 lowercase letters, digits, '-' or '.' (no key prefix)"
+                ));
+            }
+            return Ok(StorageTarget::S3 {
+                bucket: bucket.to_string(),
+            });
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            return Ok(StorageTarget::Local(PathBuf::from(path)));
+        }
+        Err(format!(
+            "storage.url {url:?}: expected s3://BUCKET or file:///PATH"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -291,6 +373,8 @@ impl Default for Config {
             reconcile: ReconcileConfig::default(),
             transcode: TranscodeConfig::default(),
             live: LiveConfig::default(),
+            storage: StorageConfig::default(),
+            public_base_url: None,
         }
     }
 }
@@ -369,6 +453,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "reconcile",
     "transcode",
     "live",
+    "storage",
+    "public_base_url",
 ];
 
 impl Config {
@@ -540,6 +626,55 @@ mod tests {
             assert!(Config::load(Some(Path::new("nope.toml"))).is_err());
             Ok(())
         });
+    }
+
+    #[test]
+    fn storage_from_env_and_its_targets() {
+        Jail::expect_with(|jail| {
+            jail.set_env("OXCAST_STORAGE__URL", "s3://oxcast-media");
+            jail.set_env("OXCAST_STORAGE__ENDPOINT", "http://127.0.0.1:8333");
+            jail.set_env("OXCAST_STORAGE__PATH_STYLE", "true");
+            jail.set_env("OXCAST_STORAGE__SECRET_ACCESS_KEY", "hunter2");
+            jail.set_env("OXCAST_PUBLIC_BASE_URL", "https://cdn.example.com/m");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.storage.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+            assert!(c.storage.path_style);
+            assert_eq!(
+                c.public_base_url.as_deref(),
+                Some("https://cdn.example.com/m")
+            );
+            assert_eq!(
+                c.storage.target(&c.data_dir).unwrap(),
+                StorageTarget::S3 {
+                    bucket: "oxcast-media".into()
+                }
+            );
+            let shown = format!("{c:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("<redacted>"));
+            Ok(())
+        });
+        let mut s = StorageConfig::default();
+        assert_eq!(
+            s.target(Path::new("/d")).unwrap(),
+            StorageTarget::Local(PathBuf::from("/d/objects"))
+        );
+        s.url = Some("file:///srv/objects".into());
+        assert_eq!(
+            s.target(Path::new("/d")).unwrap(),
+            StorageTarget::Local(PathBuf::from("/srv/objects"))
+        );
+        for bad in [
+            "s3://",
+            "s3://Bad_Name",
+            "s3://b/prefix",
+            "gs://b",
+            "s3://-ab",
+        ] {
+            s.url = Some(bad.into());
+            let e = s.target(Path::new("/d")).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 
     #[test]

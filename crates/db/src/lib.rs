@@ -12,6 +12,7 @@ mod jobs;
 mod live;
 mod migrate;
 mod model;
+mod s3_uploads;
 mod uploads;
 mod videos;
 
@@ -23,6 +24,7 @@ mod outage_tests;
 pub use jobs::{Job, JobKind, JobOutcome};
 pub use live::{LiveSession, LiveStream, SessionStatus};
 pub use model::{Rendition, Upload, UploadPart, UploadState, Video, VideoStatus};
+pub use s3_uploads::S3Upload;
 pub use uploads::{CompleteError, NewUpload, PartRecorded};
 pub use videos::Published;
 

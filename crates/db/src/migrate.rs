@@ -8,6 +8,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_live.sql")),
     (3, include_str!("../migrations/0003_part_objects.sql")),
+    (4, include_str!("../migrations/0004_s3_uploads.sql")),
 ];
 
 /// Any fixed number: the advisory lock that serialises migrators on PostgreSQL.

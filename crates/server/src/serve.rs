@@ -78,7 +78,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let db_name = oxcast_db::redact_url(&config.database_url());
     // The error names the database (without its password).
     let db = Db::connect(&config.database_url()).await?;
-    let store = Store::local(&data.join("objects"))?;
+    let store = Store::open(&config).await?;
     tracing::info!(database = %db_name, store = ?store, "engines ready");
     let clock: SharedClock = Arc::new(SystemClock);
     let node_id = host::read_or_create(&data.join("node-id"), 8)?;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! uploads/{upload_id}/part-00001.{o}  parts of an upload ({o}: one token per PUT)
+//! sources/{upload_id}                 an upload sent straight to an S3 bucket (one object)
 //! videos/{video_id}/master.m3u8       a published video: manifests, poster,
 //! videos/{video_id}/720p/init.mp4     and one folder per rendition
 //! videos/{video_id}/720p/seg-1.m4s
@@ -24,6 +25,12 @@ pub fn upload_part(upload: UploadId, part_number: u32, object: Option<&str>) -> 
         Some(o) => Key::from(format!("uploads/{upload}/part-{part_number:05}.{o}")),
         None => Key::from(format!("uploads/{upload}/part-{part_number:05}")),
     }
+}
+
+/// The object an upload becomes when its parts went straight to an S3 bucket (multipart). Not
+/// under `uploads/`, whose objects the reconciler keeps only when a part record names them.
+pub fn upload_source(upload: UploadId) -> Key {
+    Key::from(format!("sources/{upload}"))
 }
 
 pub fn video_prefix(video: VideoId) -> Key {
@@ -65,6 +72,10 @@ mod tests {
         assert_eq!(
             upload_part(u, 7, Some("9f")).as_ref(),
             "uploads/0123456789abcdef0123456789abcdef/part-00007.9f"
+        );
+        assert_eq!(
+            upload_source(u).as_ref(),
+            "sources/0123456789abcdef0123456789abcdef"
         );
         let v: VideoId = "fedcba9876543210fedcba9876543210".parse().unwrap();
         assert_eq!(

@@ -8,6 +8,10 @@
 //! user sends becomes part of a key without passing [`keys::video_object`]'s whitelist.
 
 pub mod keys;
+mod open;
+pub mod s3;
+
+pub use s3::{Completed, ListedPart, S3Multipart, S3Settings};
 
 use std::ops::Range;
 use std::path::Path;
@@ -33,6 +37,18 @@ pub enum Error {
     RangeNotSatisfiable { start: u64, end: u64, size: u64 },
     #[error("object store: {0}")]
     Backend(#[source] object_store::Error),
+    /// The storage configuration cannot work as given.
+    #[error("storage configuration: {0}")]
+    Config(String),
+    /// A request to an S3 bucket failed; `store` names the bucket and endpoint (never a key).
+    #[error("{store}: {op} failed: {detail}")]
+    S3 {
+        store: String,
+        op: &'static str,
+        /// The S3 error code (`NoSuchUpload`, `AccessDenied`, …) when the server sent one.
+        code: Option<String>,
+        detail: String,
+    },
     #[error("io on {path}: {source}")]
     Io {
         path: String,
@@ -85,6 +101,8 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     /// Set for the local filesystem backend, whose objects ffmpeg can read in place.
     local: Option<Arc<LocalFileSystem>>,
+    /// Set for an S3 bucket: multipart uploads with presigned part URLs.
+    multipart: Option<Arc<S3Multipart>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -104,6 +122,7 @@ impl Store {
         Ok(Self {
             inner: fs.clone(),
             local: Some(fs),
+            multipart: None,
         })
     }
 
@@ -112,7 +131,17 @@ impl Store {
     }
 
     pub fn from_object_store(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, local: None }
+        Self {
+            inner,
+            local: None,
+            multipart: None,
+        }
+    }
+
+    /// The bucket's multipart operations, when this store is an S3 bucket: uploads then go
+    /// straight to it through presigned part URLs.
+    pub fn multipart(&self) -> Option<&S3Multipart> {
+        self.multipart.as_deref()
     }
 
     /// Where an object lives on disk, for the local backend: lets a reader use the file in

@@ -165,6 +165,19 @@ async fn fetch_source(ctx: &WorkerContext, job: &Job, work: &Path) -> Result<Inp
         .upload_for_video(job.video_id)
         .await?
         .ok_or(Error::NoSource(job.video_id))?;
+    // Sent straight to the bucket: one object. A scratch copy rather than ranged reads: ffmpeg
+    // reads the source several times (probe, audio, each chunk of each rung) and seeks in it
+    // (an MP4's index may sit at its end), and it may only read a local file
+    // (-protocol_whitelist file), so one sequential download is the cheapest and safest.
+    if let Some(s3) = ctx.db.s3_upload(upload.id).await? {
+        let dest = work.join("source");
+        let size = ctx
+            .store
+            .download(&oxcast_store::Key::from(s3.object_key.as_str()), &dest)
+            .await?;
+        check_size(size, upload.size)?;
+        return Ok(Input::File(dest));
+    }
     // The parts' records name the objects that count (one per PUT; see oxcast_store::keys).
     let parts = ctx.db.parts(upload.id).await?;
     let keys: Vec<_> = parts

@@ -38,6 +38,43 @@ pub struct S3Bucket {
 }
 
 impl S3Bucket {
+    /// Every key under `prefix`, sorted (a signed ListObjectsV2, following continuations).
+    pub fn list(&self, prefix: &str) -> Vec<String> {
+        let url: url::Url = self.endpoint.parse().expect("endpoint URL");
+        let port = url.port().expect("the test endpoint has a port");
+        let bucket = rusty_bucket(port, &self.bucket);
+        let creds = Credentials::new(&self.access_key_id, &self.secret_access_key);
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut list = bucket.list_objects_v2(Some(&creds));
+            list.with_prefix(prefix);
+            if let Some(t) = &token {
+                list.with_continuation_token(t.clone());
+            }
+            let signed = list.sign(Duration::from_secs(60));
+            let (status, text) = http(port, "GET", &path_and_query(&signed), &[])
+                .unwrap_or_else(|e| panic!("listing {}: {e}", self.bucket));
+            assert_eq!(status, 200, "listing {}: {text}", self.bucket);
+            let body = http_body(&text);
+            let parsed = rusty_s3::actions::ListObjectsV2::parse_response(&body)
+                .unwrap_or_else(|e| panic!("listing {}: {e}: {body}", self.bucket));
+            keys.extend(parsed.contents.into_iter().map(|c| {
+                // encoding-type=url: keys come percent-encoded.
+                url::form_urlencoded::parse(format!("k={}", c.key).as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or(c.key)
+            }));
+            match parsed.next_continuation_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        keys.sort();
+        keys
+    }
+
     /// The `OXCAST_STORAGE__*` variables that point `oxcast serve` at this bucket.
     pub fn env(&self) -> Vec<(String, String)> {
         [
@@ -368,6 +405,25 @@ fn answers_signed(port: u16) -> bool {
 
 /// A minimal HTTP/1.1 client for loopback: synchronous, so it works from any test (plain or
 /// inside a tokio runtime) without a runtime of its own.
+/// The body of a raw HTTP/1.1 response, de-chunked when it was sent in chunks.
+fn http_body(response: &str) -> String {
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
 fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;

@@ -45,6 +45,8 @@ pub struct Server {
     env: Vec<(String, String)>,
     /// A descriptor limit (soft and hard) set on the server process.
     nofile: Option<u64>,
+    /// The bucket, when the objects live in S3 rather than the data dir.
+    pub bucket: Option<oxcast_testkit::s3::S3Bucket>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -76,6 +78,27 @@ impl Server {
 
     fn build(data: &Path, env: &[(&str, &str)]) -> Server {
         let port = free_port();
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut bucket = bucket_of(&env);
+        // OXCAST_TEST_BACKEND=scaleout: PostgreSQL and a bucket unless the test chose its own.
+        if oxcast_testkit::backend() == oxcast_testkit::Backend::Scaleout
+            && !env.iter().any(|(k, _)| k == "OXCAST_DATABASE_URL")
+        {
+            let b = oxcast_testkit::s3::bucket();
+            let mut engines = b.env();
+            engines.push((
+                "OXCAST_DATABASE_URL".into(),
+                oxcast_testkit::postgres::database(),
+            ));
+            engines.push(("OXCAST_SIGNING_KEY".into(), "test-signing-key".into()));
+            // The test's own settings win.
+            engines.append(&mut env);
+            env = engines;
+            bucket = Some(b);
+        }
         Server {
             child: None,
             base: format!("http://127.0.0.1:{port}"),
@@ -83,11 +106,9 @@ impl Server {
             rtmp_port: free_port(),
             srt_port: free_udp_port(),
             data: data.to_path_buf(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env,
             nofile: None,
+            bucket,
             _dir: None,
         }
     }
@@ -221,8 +242,17 @@ impl Server {
     }
 
     /// Every object stored under `prefix` of the local object store, relative to it.
-    /// Stored objects under `prefix` (not the staging files of writes in progress).
+    /// Stored objects under `prefix` (not the staging files of writes in progress), relative
+    /// to it: from the bucket in S3 mode, else from the data dir.
     pub fn objects(&self, prefix: &str) -> BTreeSet<String> {
+        if let Some(b) = &self.bucket {
+            let p = format!("{}/", prefix.trim_end_matches('/'));
+            return b
+                .list(&p)
+                .into_iter()
+                .map(|k| k.strip_prefix(&p).unwrap_or(&k).to_string())
+                .collect();
+        }
         self.files(prefix)
             .into_iter()
             .filter(|f| !f.contains('#'))
@@ -249,6 +279,22 @@ impl Server {
         }
         out
     }
+}
+
+/// The bucket named by `OXCAST_STORAGE__*` settings a test passed, if any.
+fn bucket_of(env: &[(String, String)]) -> Option<oxcast_testkit::s3::S3Bucket> {
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == &format!("OXCAST_STORAGE__{k}"))
+            .map(|(_, v)| v.clone())
+    };
+    Some(oxcast_testkit::s3::S3Bucket {
+        bucket: get("URL")?.strip_prefix("s3://")?.to_string(),
+        endpoint: get("ENDPOINT")?,
+        region: get("REGION").unwrap_or_else(|| "us-east-1".into()),
+        access_key_id: get("ACCESS_KEY_ID")?,
+        secret_access_key: get("SECRET_ACCESS_KEY")?,
+    })
 }
 
 impl Drop for Server {

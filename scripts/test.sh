@@ -11,4 +11,12 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 # End-to-end tests each start their own server and encode video; two at a time fit 2 cores.
-cargo test --workspace --no-fail-fast -- --test-threads "${OXCAST_TEST_THREADS:-2}"
+# PostgreSQL and SeaweedFS are started by the tests themselves (crates/testkit), once per test
+# binary, on free loopback ports, and stop with them.
+threads=${OXCAST_TEST_THREADS:-2}
+status=0
+cargo test --workspace --no-fail-fast -- --test-threads "$threads" || status=$?
+echo "== cargo test: the VOD and live suites again on PostgreSQL + S3"
+OXCAST_TEST_BACKEND=scaleout cargo test -p oxcast --no-fail-fast --test vod --test live \
+  -- --test-threads "$threads" || status=$?
+exit "$status"

@@ -266,3 +266,159 @@ async fn every_dashboard_query_names_an_exported_metric() {
         missing.join("\n")
     );
 }
+
+/// The admin jobs of one state, from the API.
+async fn admin_jobs(base: &str, state: &str) -> Vec<Value> {
+    let r = http()
+        .get(format!("{base}/api/v1/admin/jobs?state={state}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    json(r).await["jobs"].as_array().unwrap().clone()
+}
+
+fn job_of<'a>(jobs: &'a [Value], video: &str) -> Option<&'a Value> {
+    jobs.iter().find(|j| j["video_id"] == video)
+}
+
+async fn post_status(url: &str) -> u16 {
+    http().post(url).send().await.unwrap().status().as_u16()
+}
+
+/// The admin page in Chromium lists a running job with its progress and worker and a failed
+/// job with its reason; Retry puts the failed job back in the queue with its attempts reset.
+/// One worker, kept busy by a slow encode, so the retried job stays queued while we look.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_page_shows_the_queue_and_retry_requeues_a_failed_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&[
+        ("OXCAST_WORKER__CONCURRENCY", "1"),
+        ("OXCAST_TRANSCODE__PRESET", "veryslow"),
+    ]);
+    let base = server.base.clone();
+
+    let bad = dir.path().join("notes.mp4");
+    std::fs::write(&bad, b"these are notes, not a video\n".repeat(100)).unwrap();
+    let bad_title = "Notes <b>not</b> a video";
+    let failed = upload(&base, &bad, bad_title, 1).await;
+    let v = wait_done(&base, &failed, Duration::from_secs(60)).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    let src = make_video(dir.path(), "slow.mp4", 640, 360, 12, false);
+    let running = upload(&base, &src, "slow encode", 2).await;
+
+    // The API first: the failed job with its reason, the running one with its worker.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let jobs = admin_jobs(&base, "running").await;
+        if let Some(j) = job_of(&jobs, &running).filter(|j| j["worker"].is_string()) {
+            break j.clone();
+        }
+        assert!(Instant::now() < deadline, "no running job: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (job["title"].as_str(), job["attempts"].as_u64()),
+        (Some("slow encode"), Some(1))
+    );
+    let fails = admin_jobs(&base, "failed").await;
+    let fail = job_of(&fails, &failed).expect("the failed job is listed");
+    assert_eq!(fail["title"], bad_title);
+    assert!(
+        fail["last_error"].as_str().unwrap().contains("not a video"),
+        "{fail}"
+    );
+    let all = json(
+        http()
+            .get(format!("{base}/api/v1/admin/jobs"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 2, "{all}");
+    let r = http()
+        .get(format!("{base}/api/v1/admin/jobs?state=lost"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let running_job = job["id"].as_str().unwrap();
+    assert_eq!(
+        post_status(&format!("{base}/api/v1/admin/jobs/{running_job}/retry")).await,
+        409
+    );
+    let unknown = "0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        post_status(&format!("{base}/api/v1/admin/jobs/{unknown}/retry")).await,
+        404
+    );
+    assert_eq!(
+        post_status(&format!("{base}/api/v1/admin/jobs/nonsense/retry")).await,
+        404
+    );
+
+    let (b, r, f) = (base.clone(), running.clone(), failed.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        node_script(
+            "admin.mjs",
+            &[
+                "--base",
+                &b,
+                "--running",
+                &r,
+                "--failed",
+                &f,
+                "--failed-title",
+                bad_title,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    eprintln!("{out}");
+
+    // Queued behind the slow job, attempts reset, its video queued again.
+    let queued = admin_jobs(&base, "queued").await;
+    let again = job_of(&queued, &failed).unwrap_or_else(|| panic!("not queued: {queued:?}"));
+    assert_eq!(
+        (again["attempts"].as_u64(), &again["last_error"]),
+        (Some(0), &Value::Null)
+    );
+    let v = video(&base, &failed).await;
+    assert_eq!(
+        (v["status"].as_str(), &v["error"]),
+        (Some("queued"), &Value::Null),
+        "{v}"
+    );
+    assert_eq!(
+        post_status(&format!(
+            "{base}/api/v1/admin/jobs/{}/retry",
+            again["id"].as_str().unwrap()
+        ))
+        .await,
+        409
+    );
+
+    // Deleting the slow video frees the worker; the retried job runs, with a fresh attempt.
+    let r = http()
+        .delete(format!("{base}/api/v1/videos/{running}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let v = wait_done(&base, &failed, Duration::from_secs(60)).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    let fails = admin_jobs(&base, "failed").await;
+    let fail = job_of(&fails, &failed).expect("failed again");
+    assert_eq!(fail["attempts"].as_u64(), Some(1), "{fail}");
+
+    // The admin API sits behind the API token like the rest of the API.
+    let guarded = Server::start(&[("OXCAST_API_TOKEN", "s3cret")]);
+    let url = format!("{}/api/v1/admin/jobs", guarded.base);
+    assert_eq!(http().get(&url).send().await.unwrap().status(), 401);
+    let r = http().get(&url).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let url = format!("{}/api/v1/admin/jobs/{unknown}/retry", guarded.base);
+    assert_eq!(post_status(&url).await, 401);
+}

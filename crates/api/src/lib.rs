@@ -8,6 +8,7 @@
 //!   and CORS.
 //! - `/`, `/watch/{video}`, `/static/…`: the web UI ([`web`]); `/metrics`, `/healthz`.
 
+pub mod admin;
 pub mod error;
 pub mod limits;
 pub mod live;
@@ -111,6 +112,11 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             axum::routing::post(live::reset_key),
         )
         .route("/live-streams/{id}/latency", get(live::latency))
+        .route("/admin/jobs", get(admin::jobs))
+        .route(
+            "/admin/jobs/{job_id}/retry",
+            axum::routing::post(admin::retry),
+        )
         .route("/openapi.json", get(openapi::serve))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
 

@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::{live, uploads, videos};
+use crate::{admin, live, uploads, videos};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,7 +22,9 @@ use crate::{live, uploads, videos};
         live::list,
         live::get,
         live::reset_key,
-        live::delete
+        live::delete,
+        admin::jobs,
+        admin::retry
     ),
     components(schemas(
         uploads::CreateUpload,
@@ -40,7 +42,9 @@ use crate::{live, uploads, videos};
         live::Health,
         videos::VideoView,
         videos::VideoList,
-        videos::RenditionView
+        videos::RenditionView,
+        admin::AdminJobView,
+        admin::AdminJobList
     ))
 )]
 pub struct ApiDoc;

@@ -12,9 +12,15 @@ const INDEX: &str = include_str!("../../../web/index.html");
 const WATCH: &str = include_str!("../../../web/watch.html");
 const STREAMS: &str = include_str!("../../../web/streams.html");
 const LIVE: &str = include_str!("../../../web/live.html");
+const ADMIN: &str = include_str!("../../../web/admin.html");
 
 /// `(name, content type, body)` of everything under `/static/`.
 const STATIC: &[(&str, &str, &[u8])] = &[
+    (
+        "admin.js",
+        JS,
+        include_bytes!("../../../web/static/admin.js"),
+    ),
     ("api.js", JS, include_bytes!("../../../web/static/api.js")),
     ("app.js", JS, include_bytes!("../../../web/static/app.js")),
     ("live.js", JS, include_bytes!("../../../web/static/live.js")),
@@ -64,6 +70,7 @@ pub fn routes() -> Router<AppState> {
         .route("/watch/{video_id}", get(|| async { page(WATCH) }))
         .route("/streams", get(|| async { page(STREAMS) }))
         .route("/streams/{stream_id}", get(|| async { page(LIVE) }))
+        .route("/admin", get(|| async { page(ADMIN) }))
         .route("/static/{*file}", get(asset))
 }
 

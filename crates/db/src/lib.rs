@@ -8,6 +8,7 @@
 //! Every timestamp is milliseconds since the epoch, passed in by the caller from a
 //! [`oxcast_base::Clock`], so lease expiry and URL expiry are testable without sleeping.
 
+pub mod admin;
 mod jobs;
 mod live;
 mod migrate;

@@ -1,0 +1,114 @@
+//! The operator's API: the processing queue, and retrying a failed job.
+//!
+//! Behind the same protection as the rest of the API (the optional bearer token) until
+//! accounts exist.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use oxcast_base::JobId;
+use oxcast_db::admin::{AdminJob, JobState, Retried};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult};
+use crate::videos::rfc3339;
+use crate::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminJobView {
+    pub id: String,
+    pub video_id: String,
+    /// The video's title, as the uploader typed it (show it as text).
+    pub title: String,
+    /// `queued`, `running`, `done` or `failed`.
+    pub state: String,
+    /// Claims so far, the running one included; a retry resets it.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// The video's processing progress, 0 to 1.
+    pub progress: f64,
+    /// The worker holding the job's lease (`node:pid:slot`), while it runs.
+    pub worker: Option<String>,
+    /// Why the last attempt failed (or was handed back).
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&AdminJob> for AdminJobView {
+    fn from(j: &AdminJob) -> Self {
+        Self {
+            id: j.id.to_string(),
+            video_id: j.video_id.to_string(),
+            title: j.title.clone(),
+            state: j.state.to_string(),
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            progress: match j.state {
+                JobState::Done => 1.0,
+                _ => j.progress,
+            },
+            worker: j.lease_owner.clone(),
+            last_error: j.last_error.clone(),
+            created_at: rfc3339(j.created_at),
+            updated_at: rfc3339(j.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminJobList {
+    pub jobs: Vec<AdminJobView>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JobsQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Processing jobs, most recently changed first: all, or those in one state.
+#[utoipa::path(get, path = "/api/v1/admin/jobs",
+    params(
+        ("state" = Option<String>, Query, description = "queued, running, failed or done; all when absent"),
+        ("limit" = Option<i64>, Query, description = "at most this many, default 100"),
+    ),
+    responses((status = 200, body = AdminJobList), (status = 400), (status = 401)))]
+pub async fn jobs(
+    State(state): State<AppState>,
+    Query(q): Query<JobsQuery>,
+) -> ApiResult<Json<AdminJobList>> {
+    let filter = q
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<JobState>)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let jobs = state.db.admin_jobs(filter, limit).await?;
+    Ok(Json(AdminJobList {
+        jobs: jobs.iter().map(AdminJobView::from).collect(),
+    }))
+}
+
+/// Puts a failed job back in the queue with its attempts reset (its video back to `queued`).
+#[utoipa::path(post, path = "/api/v1/admin/jobs/{job_id}/retry", params(("job_id" = String, Path)),
+    responses((status = 200, body = AdminJobView), (status = 404), (status = 409, description = "the job has not failed")))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AdminJobView>> {
+    let id: JobId = id.parse().map_err(|_| ApiError::NotFound("job".into()))?;
+    match state.db.retry_job(id, state.clock.now_ms()).await? {
+        Retried::Queued(job) => {
+            tracing::info!(job = %id, video = %job.video_id, "failed job queued again by an operator");
+            state.wake.notify_waiters();
+            Ok(Json(AdminJobView::from(&job)))
+        }
+        Retried::NotFailed(s) => Err(ApiError::Conflict(format!(
+            "job {id} is {s}; only a failed job can be retried"
+        ))),
+        Retried::NotFound => Err(ApiError::NotFound("job".into())),
+    }
+}

@@ -14,22 +14,30 @@ use oxcast_testkit::{postgres, s3};
 fn deployment(db_url: String, bucket: &s3::S3Bucket) -> Vec<(String, String)> {
     let mut env = bucket.env();
     env.push(("OXCAST_DATABASE_URL".into(), db_url));
-    env.push(("OXCAST_SIGNING_KEY".into(), "scaleout-test-signing-key".into()));
+    env.push((
+        "OXCAST_SIGNING_KEY".into(),
+        "scaleout-test-signing-key".into(),
+    ));
     env.push(("OXCAST_WORKER__LEASE_S".into(), "6".into()));
     env
 }
 
 fn start(shared: &[(String, String)], roles: &str) -> Server {
-    let mut env: Vec<(&str, &str)> = shared.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = shared
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     env.push(("OXCAST_ROLES", roles));
     Server::start(&env)
 }
 
 /// Which of `workers` runs the job of `video`, from their logs.
 fn owner(workers: &[Server], video: &str) -> Option<usize> {
-    workers
-        .iter()
-        .position(|w| w.log().lines().any(|l| l.contains(video) && l.contains("processing")))
+    workers.iter().position(|w| {
+        w.log()
+            .lines()
+            .any(|l| l.contains(video) && l.contains("processing"))
+    })
 }
 
 async fn wait_progress(base: &str, id: &str, at_least: f64) {
@@ -101,7 +109,11 @@ async fn two_apis_and_two_workers_share_one_database_and_one_bucket() {
     let jobs = postgres_rows(&db, "SELECT COUNT(*), MAX(attempts) FROM jobs").await;
     assert_eq!(jobs, (11, 1), "(jobs, most attempts of one job)");
     for api in [&api1, &api2] {
-        assert_eq!(upload_bytes_received(&api.base).await, 0, "an API node carried part bytes");
+        assert_eq!(
+            upload_bytes_received(&api.base).await,
+            0,
+            "an API node carried part bytes"
+        );
     }
 }
 
@@ -162,7 +174,10 @@ async fn a_worker_killed_or_stopped_mid_encode_costs_only_its_lease() {
     decodes(&api.base, &id).await;
     let stored = list_bucket(&bucket, &format!("videos/{id}/"));
     let published = referenced(&api.base, &id).await;
-    assert_eq!(stored, published, "the bucket holds other objects than the published ones");
+    assert_eq!(
+        stored, published,
+        "the bucket holds other objects than the published ones"
+    );
 
     // SIGTERM (a spot reclaim notice): the job is handed back and another worker has it within
     // two seconds, long before the lease would have run out; the stopped one exits cleanly.
@@ -175,7 +190,11 @@ async fn a_worker_killed_or_stopped_mid_encode_costs_only_its_lease() {
     let stopped_at = Instant::now();
     let status = workers[victim].terminate();
     assert!(status.success(), "worker exit on SIGTERM: {status}");
-    assert!(stopped_at.elapsed() < Duration::from_secs(5), "SIGTERM took {:?}", stopped_at.elapsed());
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?}",
+        stopped_at.elapsed()
+    );
     loop {
         let taken = others.iter().any(|&i| {
             workers[i]
@@ -230,7 +249,10 @@ async fn the_database_restarting_and_the_bucket_stopping_for_20_s_lose_nothing()
     s3server.start();
     wait_ready(&api.base, &id).await;
     decodes(&api.base, &id).await;
-    assert!(api.running() && worker.running(), "a process died during the outages");
+    assert!(
+        api.running() && worker.running(),
+        "a process died during the outages"
+    );
     assert!(!worker.log().contains("panicked"), "{}", worker.log());
 }
 
@@ -246,17 +268,26 @@ async fn unreachable_engines_and_unknown_roles_are_clear_errors() {
             .env("RUST_BACKTRACE", "0")
             .output()
             .unwrap();
-        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (status, err) = run(
         &[
-            ("OXCAST_DATABASE_URL", "postgres://ox:hunter2@127.0.0.1:1/ox"),
+            (
+                "OXCAST_DATABASE_URL",
+                "postgres://ox:hunter2@127.0.0.1:1/ox",
+            ),
             ("OXCAST_SIGNING_KEY", "k"),
         ],
         &[],
     );
     assert!(!status.success());
-    assert!(err.contains("127.0.0.1:1") && !err.contains("hunter2"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:1") && !err.contains("hunter2"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 
     let (status, err) = run(&[], &["--roles", "api,encoder"]);

@@ -189,13 +189,15 @@ mod tests {
             .local_addr()
             .unwrap()
             .port(); // closed again: nothing listens there
-        let mut config = Config::default();
-        config.storage = StorageConfig {
-            url: Some("s3://nowhere-bucket".into()),
-            endpoint: Some(format!("http://127.0.0.1:{port}")),
-            path_style: true,
-            access_key_id: Some("k".into()),
-            secret_access_key: Some("very-secret".into()),
+        let config = Config {
+            storage: StorageConfig {
+                url: Some("s3://nowhere-bucket".into()),
+                endpoint: Some(format!("http://127.0.0.1:{port}")),
+                path_style: true,
+                access_key_id: Some("k".into()),
+                secret_access_key: Some("very-secret".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let t = std::time::Instant::now();

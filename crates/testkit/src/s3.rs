@@ -408,7 +408,10 @@ fn answers_signed(port: u16) -> bool {
 /// The body of a raw HTTP/1.1 response, de-chunked when it was sent in chunks.
 fn http_body(response: &str) -> String {
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return body.to_string();
     }
     let mut out = String::new();

@@ -211,8 +211,10 @@ mod tests {
     #[tokio::test]
     async fn default_is_the_local_folder_in_data_dir() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
         let store = Store::open(&config).await.unwrap();
         assert!(store.multipart().is_none());
         assert!(store

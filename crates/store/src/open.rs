@@ -203,13 +203,15 @@ mod tests {
             .local_addr()
             .unwrap()
             .port(); // closed again: nothing listens there
-        let mut config = Config::default();
-        config.storage = StorageConfig {
-            url: Some("s3://nowhere-bucket".into()),
-            endpoint: Some(format!("http://127.0.0.1:{port}")),
-            path_style: true,
-            access_key_id: Some("k".into()),
-            secret_access_key: Some("very-secret".into()),
+        let config = Config {
+            storage: StorageConfig {
+                url: Some("s3://nowhere-bucket".into()),
+                endpoint: Some(format!("http://127.0.0.1:{port}")),
+                path_style: true,
+                access_key_id: Some("k".into()),
+                secret_access_key: Some("very-secret".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let t = std::time::Instant::now();
@@ -223,8 +225,10 @@ mod tests {
     #[tokio::test]
     async fn default_is_the_local_folder_in_data_dir() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
         let store = Store::open(&config).await.unwrap();
         assert!(store.multipart().is_none());
         assert!(store

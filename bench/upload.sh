@@ -13,7 +13,9 @@
 #
 # Usage: bench/upload.sh [--size-mib N] [--rate R] [--keep]
 #   --size-mib N  payload size in MiB (default 1024)
-#   --rate R      per-connection cap, curl --limit-rate syntax (default 32M)
+#   --rate R      per-connection cap, curl --limit-rate syntax (default 16M; 8x it must stay
+#                 below what the bucket absorbs, ~80 MiB/s for SeaweedFS on 2 cores, or (b)
+#                 measures the server rather than the per-connection cap)
 #   --keep        keep the scratch directory and print where it is
 #
 # Environment: OXCAST_BIN as for vod.sh (unset: cargo build --release -p oxcast first).
@@ -26,7 +28,7 @@ ROOT=$(cd "$BENCH_DIR/.." && pwd)
 source "$BENCH_DIR/lib.sh"
 
 SIZE_MIB=1024
-RATE=32M
+RATE=16M
 KEEP=0
 PARTS=8
 while (($#)); do

@@ -418,3 +418,44 @@ fn an_unreachable_bucket_stops_serve_with_a_clear_error() {
     assert!(!err.contains("do-not-print-me"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The upload page, unchanged, in Chromium: it PUTs parts cross-origin to the bucket's
+/// presigned URLs (SeaweedFS answers the CORS preflight and exposes ETag by default) and reads
+/// each ETag from the response.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upload_page_sends_parts_straight_to_the_bucket() {
+    let b = oxcast_testkit::s3::bucket();
+    let server = start(&env_of(&b, &[]));
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_video(dir.path(), "page.mp4", 320, 240, 3, true);
+    let (base, file) = (server.base.clone(), src.display().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        node_script(
+            "upload.mjs",
+            &["--base", &base, "--file", &file, "--title", "from the page"],
+        )
+    })
+    .await
+    .unwrap();
+    let id = out
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .unwrap()["video_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = wait_done(&server.base, &id, Duration::from_secs(60)).await;
+    assert_eq!(v["status"], "ready", "{v}");
+    let store = bucket_store(&b).await;
+    let sources = store.list(&Key::from("sources")).await.unwrap();
+    assert_eq!(sources.len(), 1);
+    assert_eq!(sources[0].size, std::fs::metadata(&src).unwrap().len());
+    assert!(
+        !metrics(&server.base)
+            .await
+            .lines()
+            .any(|l| l.starts_with("oxcast_upload_bytes_total") && !l.ends_with(" 0")),
+        "part bytes went through the API"
+    );
+}

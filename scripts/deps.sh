@@ -23,7 +23,8 @@ command -v curl >/dev/null || missing+=(curl)
 if ((want_test)); then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v pgrep >/dev/null || missing+=(procps)
-  command -v python3 >/dev/null || missing+=(python3 python3-venv)
+  # venv + ensurepip for the SeaweedFS venv below (Debian splits them into python3-venv).
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
 fi
 if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}"

@@ -235,6 +235,20 @@ async fn a_presigned_upload_lands_in_the_bucket_and_plays_without_passing_the_ap
         .unwrap();
     assert_eq!(put_part(fresh.as_str(), b"x".to_vec()).await.status(), 200);
     mp.abort("sources/expiry-probe", &id, now_ms).await.unwrap();
+
+    // Deleting the video removes its source and outputs from the bucket.
+    let r = http()
+        .delete(format!("{base}/api/v1/videos/{video_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(store.list(&Key::from("sources")).await.unwrap().is_empty());
+    assert!(store
+        .list(&Key::from(format!("videos/{video_id}")))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// A TCP relay in front of the S3 server that counts the bytes clients send through it.

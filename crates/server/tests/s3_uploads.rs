@@ -473,3 +473,54 @@ async fn the_upload_page_sends_parts_straight_to_the_bucket() {
         "part bytes went through the API"
     );
 }
+
+/// Two API processes on one database and one bucket: created on one, completed on both at
+/// once; the bucket completes the object once and exactly one job is queued.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_api_nodes_completing_at_once_enqueue_once() {
+    let b = oxcast_testkit::s3::bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = env_of(&b, &[("OXCAST_WORKER__CONCURRENCY", "0")]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let one = Server::start_in(&data, &env);
+    let two = Server::start_in(&data, &env);
+    let body = vec![7u8; 1000];
+    let up = create_upload(&one.base, "x.mp4", body.len() as u64, "two nodes").await;
+    let r = put_part(up["parts"][0]["url"].as_str().unwrap(), body).await;
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let upload_id = up["upload_id"].as_str().unwrap();
+    let complete = |base: String| {
+        let etag = etag.clone();
+        async move {
+            http()
+                .post(format!("{base}/api/v1/uploads/{upload_id}/complete"))
+                .json(&serde_json::json!({"parts": [{"part_number": 1, "etag": etag}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let (a, c) = tokio::join!(complete(one.base.clone()), complete(two.base.clone()));
+    assert_eq!((a, c), (202, 202));
+    let db = oxcast_db::Db::connect(&format!(
+        "sqlite://{}?mode=rw",
+        data.join("oxcast.db").display()
+    ))
+    .await
+    .unwrap();
+    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
+    let store = bucket_store(&b).await;
+    let src = store
+        .get_bytes(&Key::from(format!("sources/{upload_id}")))
+        .await
+        .unwrap();
+    assert_eq!(src.len(), 1000);
+}

@@ -34,7 +34,8 @@ if ((want_scaleout)); then
     missing+=(postgresql)
   if ! command -v weed >/dev/null; then
     command -v python3 >/dev/null || missing+=(python3)
-    python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+    # Debian splits venv's ensurepip into python3-venv.
+    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   fi
 fi
 if ((${#missing[@]})); then

@@ -87,6 +87,17 @@ pub(crate) fn s3_settings(
             "storage.endpoint {endpoint} must be an http:// or https:// URL with a host"
         )));
     }
+    if !c.path_style
+        && matches!(
+            endpoint.host(),
+            Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))
+        )
+    {
+        return Err(Error::Config(format!(
+            "s3://{bucket} at {endpoint}: an endpoint given by IP address needs \
+             storage.path_style = true (virtual-hosted style puts the bucket in the host name)"
+        )));
+    }
     let (key, secret, token) = match (&c.access_key_id, &c.secret_access_key) {
         (Some(k), Some(s)) => (k.clone(), s.clone(), None),
         (None, None) => match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
@@ -178,6 +189,9 @@ mod tests {
         let e = s3_settings(&c, "media".into(), no_env).unwrap_err();
         assert!(e.to_string().contains("set together"), "{e}");
         c.secret_access_key = Some("s".into());
+        c.endpoint = Some("http://10.0.0.1:9000".into());
+        let e = s3_settings(&c, "media".into(), no_env).unwrap_err();
+        assert!(e.to_string().contains("path_style"), "{e}");
         c.endpoint = Some("ftp://x".into());
         assert!(s3_settings(&c, "media".into(), no_env).is_err());
     }

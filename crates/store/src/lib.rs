@@ -144,6 +144,26 @@ impl Store {
         self.multipart.as_deref()
     }
 
+    /// `local`, `s3` or `other`: the label of this store's byte counters.
+    pub fn backend(&self) -> &'static str {
+        if self.local.is_some() {
+            "local"
+        } else if self.multipart.is_some() {
+            "s3"
+        } else {
+            "other"
+        }
+    }
+
+    fn wrote(&self, n: u64) {
+        metrics::counter!("oxcast_store_bytes_written_total", "backend" => self.backend())
+            .increment(n);
+    }
+
+    fn read(backend: &'static str, n: u64) {
+        metrics::counter!("oxcast_store_bytes_read_total", "backend" => backend).increment(n);
+    }
+
     /// Where an object lives on disk, for the local backend: lets a reader use the file in
     /// place instead of copying it. `None` for remote backends.
     pub fn local_path(&self, key: &Key) -> Option<std::path::PathBuf> {
@@ -153,6 +173,7 @@ impl Store {
     pub async fn put(&self, key: &Key, data: Bytes) -> Result<Meta> {
         let size = data.len() as u64;
         let r = self.inner.put(key, PutPayload::from_bytes(data)).await?;
+        self.wrote(size);
         Ok(Meta {
             key: key.to_string(),
             size,
@@ -187,6 +208,7 @@ impl Store {
             }
         }
         upload.complete().await?;
+        self.wrote(size);
         Ok(size)
     }
 
@@ -235,6 +257,7 @@ impl Store {
             }
         }
         upload.complete().await?;
+        self.wrote(total);
         Ok(Ok(total))
     }
 
@@ -314,12 +337,19 @@ impl Store {
         };
         let meta: Meta = res.meta.clone().into();
         let range = res.range.clone();
-        let body = res.into_stream().map_err(Error::from).boxed();
+        let backend = self.backend();
+        let body = res
+            .into_stream()
+            .map_err(Error::from)
+            .inspect_ok(move |b| Self::read(backend, b.len() as u64))
+            .boxed();
         Ok(Object { meta, range, body })
     }
 
     pub async fn get_bytes(&self, key: &Key) -> Result<Bytes> {
-        Ok(self.inner.get(key).await?.bytes().await?)
+        let b = self.inner.get(key).await?.bytes().await?;
+        Self::read(self.backend(), b.len() as u64);
+        Ok(b)
     }
 
     /// Copies an object to a local file.

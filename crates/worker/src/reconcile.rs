@@ -66,7 +66,15 @@ pub async fn reconcile_once(ctx: &WorkerContext) -> Result<Reconciled> {
     // Uploads whose URLs died long ago and that nobody completed go, with their video.
     let margin_ms = (cfg.upload_expiry_margin_s * 1000.0) as i64;
     for upload in ctx.db.expired_uploads(now_ms - margin_ms).await? {
+        // In S3 mode the parts sit in the bucket's multipart upload: abort it first (read
+        // before the row goes; the bucket's lifecycle rule is the backstop if this fails).
+        let s3 = ctx.db.s3_upload(upload.id).await?;
         if ctx.db.delete_open_upload(&upload).await? {
+            if let (Some(s3), Some(mp)) = (s3, ctx.store.multipart()) {
+                if let Err(e) = mp.abort(&s3.object_key, &s3.multipart_id, now_ms).await {
+                    tracing::warn!(upload = %upload.id, error = %e, "could not abort an expired multipart upload");
+                }
+            }
             tracing::info!(upload = %upload.id, video = %upload.video_id, "expired upload removed");
             out.expired_uploads += 1;
         }
@@ -91,6 +99,28 @@ pub async fn reconcile_once(ctx: &WorkerContext) -> Result<Reconciled> {
             })
             .unwrap_or_default();
         remove_unowned(ctx, &prefix, &keep, cutoff_s, "upload_part", &mut out).await?;
+    }
+
+    // Sources sent straight to a bucket: one object per upload, kept while the upload exists.
+    let sources = ctx.store.list(&Key::from("sources")).await?;
+    let ids: Vec<UploadId> = sources
+        .iter()
+        .filter_map(|m| m.key.strip_prefix("sources/")?.parse().ok())
+        .collect();
+    let owned = ctx.db.uploads_with_parts(&ids).await?;
+    for obj in sources {
+        let owner = obj
+            .key
+            .strip_prefix("sources/")
+            .and_then(|id| id.parse::<UploadId>().ok());
+        if owner.is_some_and(|id| owned.contains_key(&id)) || obj.last_modified > cutoff_s {
+            continue;
+        }
+        ctx.store.delete(&Key::from(obj.key.clone())).await?;
+        metrics::counter!("oxcast_reconcile_removed_objects_total", "kind" => "source")
+            .increment(1);
+        out.objects += 1;
+        out.bytes += obj.size;
     }
 
     // Outputs: a video's folder exists only while its row does.
@@ -216,6 +246,8 @@ mod tests {
         let gone = VideoId::new();
         put(keys::video_object(gone, "720p/seg-1.m4s").unwrap()).await;
         put(keys::upload_part(UploadId::new(), 1, Some("x"))).await;
+        // A source object whose upload is gone.
+        put(keys::upload_source(UploadId::new())).await;
         // An upload nobody completed, expired long ago.
         let (stale_video, stale) = ctx.db.create_upload(&new(1), 1).await.unwrap();
         put(keys::upload_part(stale.id, 1, Some("s"))).await;
@@ -228,7 +260,7 @@ mod tests {
 
         clock.advance(61_000);
         let r = reconcile_once(&ctx).await.unwrap();
-        assert_eq!(r.objects, 4, "{r:?}");
+        assert_eq!(r.objects, 5, "{r:?}");
         let left: Vec<String> = ctx
             .store
             .list(&Key::from(""))

@@ -196,7 +196,8 @@ pub async fn create(
     State(state): State<AppState>,
     Json(req): Json<CreateLiveStream>,
 ) -> ApiResult<Response> {
-    live(&state)?;
+    // A stream is a row and a key: an API node creates it whether or not it runs encoders
+    // itself (in a split deployment the ingest,live processes do).
     let title = req.title.trim();
     if title.is_empty() || title.len() > 300 {
         return Err(ApiError::BadRequest("title must be 1 to 300 bytes".into()));

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod id;
 pub mod ratelog;
+pub mod roles;
 
 pub use clock::{Clock, SystemClock};
 pub use config::Config;

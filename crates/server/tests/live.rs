@@ -20,28 +20,6 @@ fn live_server() -> Server {
     ])
 }
 
-async fn create_stream(base: &str, title: &str) -> Value {
-    let r = http()
-        .post(format!("{base}/api/v1/live-streams"))
-        .json(&serde_json::json!({ "title": title }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    json(r).await
-}
-
-async fn stream_info(base: &str, id: &str) -> Value {
-    json(
-        http()
-            .get(format!("{base}/api/v1/live-streams/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
 /// `ffmpeg -re` pushing a test pattern and tone for `secs` to `url` (`flv` or `mpegts`).
 fn publish(url: &str, format: &str, size: &str, secs: u32) -> Child {
     Command::new("ffmpeg")
@@ -71,14 +49,6 @@ fn publish(url: &str, format: &str, size: &str, secs: u32) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("ffmpeg")
-}
-
-fn rtmp_url(server: &Server, key: &str) -> String {
-    format!("rtmp://127.0.0.1:{}/live/{key}", server.rtmp_port)
-}
-
-fn srt_url(server: &Server, key: &str) -> String {
-    format!("srt://127.0.0.1:{}?streamid={key}", server.srt_port)
 }
 
 /// Waits for a publisher to exit by itself; returns whether it succeeded and its stderr.

@@ -22,28 +22,6 @@ fn live_server() -> Server {
     ])
 }
 
-async fn create_stream(base: &str, title: &str) -> Value {
-    let r = http()
-        .post(format!("{base}/api/v1/live-streams"))
-        .json(&serde_json::json!({ "title": title }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    json(r).await
-}
-
-async fn stream_info(base: &str, id: &str) -> Value {
-    json(
-        http()
-            .get(format!("{base}/api/v1/live-streams/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
 /// `ffmpeg -re` pushing `secs` of lavfi media to `url`: a small test pattern with a tone, or
 /// only the tone.
 fn publish(url: &str, format: &str, secs: u32, video: bool) -> Child {
@@ -74,14 +52,6 @@ fn publish(url: &str, format: &str, secs: u32, video: bool) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("ffmpeg")
-}
-
-fn rtmp_url(server: &Server, key: &str) -> String {
-    format!("rtmp://127.0.0.1:{}/live/{key}", server.rtmp_port)
-}
-
-fn srt_url(server: &Server, streamid: &str) -> String {
-    format!("srt://127.0.0.1:{}?streamid={streamid}", server.srt_port)
 }
 
 /// Waits for a publisher to exit by itself (killing it at the deadline); returns whether it

@@ -830,3 +830,36 @@ pub async fn referenced(base: &str, id: &str) -> BTreeSet<String> {
     }
     out
 }
+
+/// Creates a live stream; returns its JSON (id, stream_key, URLs).
+pub async fn create_stream(base: &str, title: &str) -> Value {
+    let r = http()
+        .post(format!("{base}/api/v1/live-streams"))
+        .json(&serde_json::json!({ "title": title }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    json(r).await
+}
+
+pub async fn stream_info(base: &str, id: &str) -> Value {
+    json(
+        http()
+            .get(format!("{base}/api/v1/live-streams/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// The RTMP publish URL for `key` on `server`.
+pub fn rtmp_url(server: &Server, key: &str) -> String {
+    format!("rtmp://127.0.0.1:{}/live/{key}", server.rtmp_port)
+}
+
+/// The SRT publish URL for a stream id (normally the key) on `server`.
+pub fn srt_url(server: &Server, key: &str) -> String {
+    format!("srt://127.0.0.1:{}?streamid={key}", server.srt_port)
+}

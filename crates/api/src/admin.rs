@@ -68,7 +68,7 @@ pub struct JobsQuery {
 }
 
 /// Processing jobs, most recently changed first: all, or those in one state.
-#[utoipa::path(get, path = "/api/v1/admin/jobs",
+#[utoipa::path(get, operation_id = "listJobs", path = "/api/v1/admin/jobs",
     params(
         ("state" = Option<String>, Query, description = "queued, running, failed or done; all when absent"),
         ("limit" = Option<i64>, Query, description = "at most this many, default 100"),
@@ -93,7 +93,7 @@ pub async fn jobs(
 }
 
 /// Puts a failed job back in the queue with its attempts reset (its video back to `queued`).
-#[utoipa::path(post, path = "/api/v1/admin/jobs/{job_id}/retry", params(("job_id" = String, Path)),
+#[utoipa::path(post, operation_id = "retryJob", path = "/api/v1/admin/jobs/{job_id}/retry", params(("job_id" = String, Path)),
     responses((status = 200, body = AdminJobView), (status = 404), (status = 409, description = "the job has not failed")))]
 pub async fn retry(
     State(state): State<AppState>,

@@ -190,7 +190,7 @@ async fn stream(state: &AppState, id: &str) -> ApiResult<LiveStream> {
 }
 
 /// Create a live stream and its stream key.
-#[utoipa::path(post, path = "/api/v1/live-streams", request_body = CreateLiveStream,
+#[utoipa::path(post, operation_id = "createLiveStream", path = "/api/v1/live-streams", request_body = CreateLiveStream,
     responses((status = 201, body = LiveStreamView), (status = 400)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -216,7 +216,7 @@ pub async fn create(
 }
 
 /// Live streams, newest first.
-#[utoipa::path(get, path = "/api/v1/live-streams", responses((status = 200, body = LiveStreamList)))]
+#[utoipa::path(get, operation_id = "listLiveStreams", path = "/api/v1/live-streams", responses((status = 200, body = LiveStreamList)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<LiveStreamList>> {
     let mut out = Vec::new();
     for s in state.db.live_streams().await? {
@@ -226,7 +226,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<LiveStreamLis
 }
 
 /// One live stream: status, health of the current session, past sessions.
-#[utoipa::path(get, path = "/api/v1/live-streams/{id}", params(("id" = String, Path)),
+#[utoipa::path(get, operation_id = "getLiveStream", path = "/api/v1/live-streams/{id}", params(("id" = String, Path)),
     responses((status = 200, body = LiveStreamView), (status = 404)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -237,7 +237,7 @@ pub async fn get(
 }
 
 /// Replace the stream key; the old key stops working for new connections at once.
-#[utoipa::path(post, path = "/api/v1/live-streams/{id}/reset-key", params(("id" = String, Path)),
+#[utoipa::path(post, operation_id = "resetStreamKey", path = "/api/v1/live-streams/{id}/reset-key", params(("id" = String, Path)),
     responses((status = 200, body = LiveStreamView), (status = 404)))]
 pub async fn reset_key(
     State(state): State<AppState>,
@@ -252,7 +252,7 @@ pub async fn reset_key(
 }
 
 /// Delete a live stream. Recordings of its past sessions stay in the library.
-#[utoipa::path(delete, path = "/api/v1/live-streams/{id}", params(("id" = String, Path)),
+#[utoipa::path(delete, operation_id = "deleteLiveStream", path = "/api/v1/live-streams/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404)))]
 pub async fn delete(
     State(state): State<AppState>,

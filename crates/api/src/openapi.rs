@@ -52,3 +52,28 @@ pub struct ApiDoc;
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Client generators name methods after operation ids: each must exist and be unique.
+    #[test]
+    fn every_operation_has_a_unique_id() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut ids = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+                ids.push(id.to_string());
+            }
+        }
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "duplicate operation ids: {ids:?}");
+        assert!(n >= 13, "{n} operations");
+    }
+}

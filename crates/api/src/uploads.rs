@@ -100,7 +100,7 @@ fn rfc3339(epoch_s: i64) -> String {
 }
 
 /// Start an upload.
-#[utoipa::path(post, path = "/api/v1/uploads", request_body = CreateUpload,
+#[utoipa::path(post, operation_id = "createUpload", path = "/api/v1/uploads", request_body = CreateUpload,
     responses((status = 201, body = CreatedUpload), (status = 400), (status = 413, description = "larger than the configured maximum")))]
 pub async fn create(
     State(state): State<AppState>,
@@ -197,7 +197,7 @@ fn parse_upload_id(s: &str) -> ApiResult<UploadId> {
 }
 
 /// Which parts are stored, with fresh URLs for the rest: what a client needs to resume.
-#[utoipa::path(get, path = "/api/v1/uploads/{upload_id}", params(("upload_id" = String, Path)),
+#[utoipa::path(get, operation_id = "getUpload", path = "/api/v1/uploads/{upload_id}", params(("upload_id" = String, Path)),
     responses((status = 200, body = UploadStatus), (status = 404)))]
 pub async fn status(
     State(state): State<AppState>,
@@ -400,7 +400,7 @@ fn body_error(n: u32, e: &axum::Error) -> ApiError {
 }
 
 /// Finish an upload: every part must be stored with the ETag given here.
-#[utoipa::path(post, path = "/api/v1/uploads/{upload_id}/complete", params(("upload_id" = String, Path)),
+#[utoipa::path(post, operation_id = "completeUpload", path = "/api/v1/uploads/{upload_id}/complete", params(("upload_id" = String, Path)),
     request_body = CompleteUpload,
     responses((status = 202, body = VideoView), (status = 400, description = "names the missing or mismatched parts"), (status = 404),
         (status = 409, description = "already completed with other parts or ETags")))]

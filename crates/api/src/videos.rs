@@ -121,7 +121,7 @@ pub(crate) fn parse_video_id(s: &str) -> ApiResult<VideoId> {
 }
 
 /// Videos, newest first.
-#[utoipa::path(get, path = "/api/v1/videos", params(("limit" = Option<i64>, Query, description = "at most this many, default 100")),
+#[utoipa::path(get, operation_id = "listVideos", path = "/api/v1/videos", params(("limit" = Option<i64>, Query, description = "at most this many, default 100")),
     responses((status = 200, body = VideoList)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -139,7 +139,7 @@ pub async fn list(
 }
 
 /// One video with its status, processing progress and playback URLs.
-#[utoipa::path(get, path = "/api/v1/videos/{video_id}", params(("video_id" = String, Path)),
+#[utoipa::path(get, operation_id = "getVideo", path = "/api/v1/videos/{video_id}", params(("video_id" = String, Path)),
     responses((status = 200, body = VideoView), (status = 404)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -158,7 +158,7 @@ pub async fn get(
 }
 
 /// Delete a video, its upload and every stored object.
-#[utoipa::path(delete, path = "/api/v1/videos/{video_id}", params(("video_id" = String, Path)),
+#[utoipa::path(delete, operation_id = "deleteVideo", path = "/api/v1/videos/{video_id}", params(("video_id" = String, Path)),
     responses((status = 204), (status = 404)))]
 pub async fn delete(
     State(state): State<AppState>,

@@ -232,7 +232,14 @@ impl Server {
     /// Starts the server again on the same data dir (and a new port).
     pub fn restart(&mut self) {
         self.kill9();
-        self.port = free_port();
+        // The killed process's RTMP port is free again too, and the kernel may hand exactly
+        // that one out: the new process would then fail to bind HTTP after binding RTMP.
+        self.port = loop {
+            let p = free_port();
+            if p != self.rtmp_port {
+                break p;
+            }
+        };
         self.base = format!("http://127.0.0.1:{}", self.port);
         self.spawn();
     }

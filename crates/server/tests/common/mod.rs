@@ -103,7 +103,13 @@ impl Server {
             child: None,
             base: format!("http://127.0.0.1:{port}"),
             port,
-            rtmp_port: free_port(),
+            // Distinct from the HTTP port: a port freed a moment ago can be handed out again.
+            rtmp_port: loop {
+                let p = free_port();
+                if p != port {
+                    break p;
+                }
+            },
             srt_port: free_udp_port(),
             data: data.to_path_buf(),
             env,

@@ -45,6 +45,8 @@ pub struct Server {
     env: Vec<(String, String)>,
     /// A descriptor limit (soft and hard) set on the server process.
     nofile: Option<u64>,
+    /// Respawns after losing a port race (see `spawn`).
+    port_retries: u32,
     /// The bucket, when the objects live in S3 rather than the data dir.
     pub bucket: Option<oxcast_testkit::s3::S3Bucket>,
     _dir: Option<tempfile::TempDir>,
@@ -114,6 +116,7 @@ impl Server {
             data: data.to_path_buf(),
             env,
             nofile: None,
+            port_retries: 0,
             bucket,
             _dir: None,
         }
@@ -164,6 +167,7 @@ impl Server {
                 });
             }
         }
+        let log_start = self.log().len();
         self.child = Some(cmd.spawn().expect("spawn oxcast serve"));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -173,7 +177,21 @@ impl Server {
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("oxcast serve exited early ({status}); log:\n{}", self.log());
+                // A port chosen free a moment ago can be taken by a parallel test (or its
+                // PostgreSQL or SeaweedFS) before the server binds it: choose again.
+                let log = self.log();
+                if log[log_start.min(log.len())..].contains("Address already in use")
+                    && self.port_retries < 3
+                {
+                    self.port_retries += 1;
+                    self.child = None;
+                    self.port = free_port();
+                    self.base = format!("http://127.0.0.1:{}", self.port);
+                    self.rtmp_port = free_port();
+                    self.srt_port = free_udp_port();
+                    return self.spawn();
+                }
+                panic!("oxcast serve exited early ({status}); log:\n{log}");
             }
             assert!(
                 Instant::now() < deadline,

@@ -54,10 +54,12 @@ pub enum JobOutcome {
     Fatal {
         error: String,
     },
-    /// The worker is going away (SIGTERM, a spot reclaim notice): the job is leasable again at
-    /// once, and this attempt does not count against it.
+    /// Not the job's fault: the worker is going away (SIGTERM, a spot reclaim notice) or the
+    /// database or the bucket is unreachable. The job is leasable again from `retry_at`, and
+    /// this attempt does not count against it.
     HandBack {
         reason: String,
+        retry_at: Millis,
     },
 }
 
@@ -146,15 +148,16 @@ impl Db {
 
     /// Records the outcome of an attempt. Returns `false` if the lease had been lost.
     pub async fn finish_job(&self, job: &Job, outcome: &JobOutcome, now: Millis) -> Result<bool> {
-        if let JobOutcome::HandBack { reason } = outcome {
+        if let JobOutcome::HandBack { reason, retry_at } = outcome {
             let r = sqlx::query(
                 "UPDATE jobs SET state = 'queued', attempts = attempts - 1, last_error = $3, \
-                 run_at = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
+                 run_at = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
                  WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
             )
             .bind(job.id.to_string())
             .bind(&job.lease_owner)
             .bind(reason)
+            .bind(*retry_at)
             .bind(now)
             .execute(&self.pool)
             .await?;
@@ -345,6 +348,7 @@ mod tests {
             let a = db.claim_job("a", 100, 60_000).await.unwrap().unwrap();
             let back = JobOutcome::HandBack {
                 reason: "worker stopping".into(),
+                retry_at: 200,
             };
             assert!(db.finish_job(&a, &back, 200).await.unwrap());
             // Long before the lease would have expired, and with its only attempt not spent.

@@ -55,6 +55,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The database or the bucket could not be reached: the infrastructure's fault, not the
+    /// job's, so it must not use up the job's attempts.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            Error::Db(_) | Error::Store(oxcast_store::Error::Backend(_))
+        )
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Rejected(_) => false,

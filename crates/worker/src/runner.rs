@@ -192,6 +192,7 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
             // back so another worker starts it now rather than after the visibility timeout.
             let back = JobOutcome::HandBack {
                 reason: "worker stopped; handed back".into(),
+                retry_at: now,
             };
             let _ = ctx
                 .db
@@ -209,6 +210,21 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
                 }
             }
             metrics::counter!("oxcast_jobs_total", "outcome" => "handed_back").increment(1);
+            return;
+        }
+        Err(e) if e.is_outage() => {
+            // The database or the bucket is away (a restart, a network cut): try again later
+            // without spending an attempt, so an outage longer than the retries cannot fail a
+            // good video. Nothing was published; the retry starts clean.
+            let retry_at = now + outage_backoff_ms(job.attempt);
+            tracing::warn!(error = %e, secs, retry_in_ms = retry_at - now, "engine unavailable; job handed back");
+            let reason = format!("waiting for storage or database: {e}");
+            let _ = ctx.db.set_video_queued(job.video_id, &reason, now).await;
+            let back = JobOutcome::HandBack { reason, retry_at };
+            if let Err(e) = ctx.db.finish_job(&job, &back, now).await {
+                tracing::warn!(error = %e, "could not hand the job back; its lease will expire");
+            }
+            metrics::counter!("oxcast_jobs_total", "outcome" => "outage").increment(1);
             return;
         }
         Err(e) if !e.is_retryable() => JobOutcome::Fatal {
@@ -257,6 +273,12 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
     if let Err(e) = recorded {
         tracing::error!(error = %e, "could not record the video's state");
     }
+}
+
+/// After an outage: 1 s, 2 s, 4 s, … capped at 30 s, so work resumes soon after the engine is
+/// back.
+fn outage_backoff_ms(attempt: u32) -> i64 {
+    (1_000i64 << attempt.saturating_sub(1).min(5)).min(30_000)
 }
 
 /// 2 s, 8 s, 32 s, … capped at 5 minutes.
@@ -324,6 +346,13 @@ mod tests {
         assert_eq!(backoff_ms(2), 8_000);
         assert_eq!(backoff_ms(3), 32_000);
         assert_eq!(backoff_ms(30), 300_000);
+    }
+
+    #[test]
+    fn outage_backoff_is_short_and_capped() {
+        assert_eq!(outage_backoff_ms(1), 1_000);
+        assert_eq!(outage_backoff_ms(3), 4_000);
+        assert_eq!(outage_backoff_ms(50), 30_000);
     }
 
     #[test]

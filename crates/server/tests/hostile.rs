@@ -319,14 +319,7 @@ async fn racing_puts_of_one_part_leave_bytes_and_etag_that_agree() {
             assert_eq!(r.status(), 200, "round {round}");
             etags.push(r.headers()["etag"].to_str().unwrap().to_string());
         }
-        let status = json(
-            http()
-                .get(format!("{base}/api/v1/uploads/{upload_id}"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let status = upload_status(&base, &upload_id).await;
         let recorded = status["parts"][0]["etag"].as_str().unwrap().to_string();
         // Exactly one stored object for the part, and it is what the record says.
         let files = server.files(&format!("uploads/{upload_id}"));
@@ -348,14 +341,7 @@ async fn racing_puts_of_one_part_leave_bytes_and_etag_that_agree() {
     }
 
     // A losing body's ETag cannot complete the upload; the stored one can, and it processes.
-    let status = json(
-        http()
-            .get(format!("{base}/api/v1/uploads/{upload_id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let status = upload_status(&base, &upload_id).await;
     let recorded = status["parts"][0]["etag"].as_str().unwrap().to_string();
     let complete = |etag: String| {
         http()

@@ -75,14 +75,7 @@ async fn an_interrupted_cli_upload_resumes_sending_only_missing_parts() {
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(saved[0].path()).unwrap()).unwrap();
     let upload_id = state["upload_id"].as_str().unwrap();
-    let status = json(
-        http()
-            .get(format!("{base}/api/v1/uploads/{upload_id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let status = upload_status(&base, upload_id).await;
     let stored = status["parts"].as_array().unwrap().len() as u64;
     assert!(
         stored >= 4 && stored < total_parts,

@@ -124,14 +124,7 @@ async fn a_presigned_upload_lands_in_the_bucket_and_plays_without_passing_the_ap
 
     // Status lists the part from the bucket, with nothing missing.
     let upload_id = up["upload_id"].as_str().unwrap();
-    let st = json(
-        http()
-            .get(format!("{base}/api/v1/uploads/{upload_id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let st = upload_status(&base, upload_id).await;
     assert_eq!(st["parts"][0]["etag"], etag.as_str());
     assert_eq!(st["parts"][0]["size"], data.len() as u64);
     assert!(st["missing"].as_array().unwrap().is_empty());
@@ -332,14 +325,7 @@ async fn a_killed_cli_upload_resumes_against_s3_sending_only_missing_parts() {
             let state: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap_or_default();
             if let Some(id) = state["upload_id"].as_str() {
-                let st = json(
-                    http()
-                        .get(format!("{base}/api/v1/uploads/{id}"))
-                        .send()
-                        .await
-                        .unwrap(),
-                )
-                .await;
+                let st = upload_status(&base, id).await;
                 let n = st["parts"].as_array().unwrap().len() as u64;
                 if n >= 1 {
                     break (id.to_string(), n);
@@ -351,14 +337,7 @@ async fn a_killed_cli_upload_resumes_against_s3_sending_only_missing_parts() {
     first.kill().unwrap();
     first.wait().unwrap();
     // A part may have landed between that look and the kill: ask again now that it is dead.
-    let st = json(
-        http()
-            .get(format!("{base}/api/v1/uploads/{upload_id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let st = upload_status(&base, &upload_id).await;
     let parts = st["parts"].as_array().unwrap();
     let stored_bytes: u64 = parts.iter().map(|p| p["size"].as_u64().unwrap()).sum();
     assert!(stored <= parts.len() as u64 && (parts.len() as u64) < total_parts);
@@ -378,14 +357,7 @@ async fn a_killed_cli_upload_resumes_against_s3_sending_only_missing_parts() {
         "sent {resent} bytes to the bucket on resume; {missing} were missing"
     );
 
-    let st = json(
-        http()
-            .get(format!("{base}/api/v1/uploads/{upload_id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let st = upload_status(&base, &upload_id).await;
     assert_eq!(st["state"], "completed");
     let store = bucket_store(&b).await;
     let src_obj = store

@@ -894,3 +894,15 @@ pub fn rtmp_url(server: &Server, key: &str) -> String {
 pub fn srt_url(server: &Server, key: &str) -> String {
     format!("srt://127.0.0.1:{}?streamid={key}", server.srt_port)
 }
+
+/// `GET /api/v1/uploads/{id}`: stored parts and fresh URLs for the missing ones.
+pub async fn upload_status(base: &str, upload_id: &str) -> Value {
+    json(
+        http()
+            .get(format!("{base}/api/v1/uploads/{upload_id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}

@@ -145,10 +145,7 @@ impl Db {
             .await
             .map_err(|source| Error::Connect { url: shown, source })?;
         if backend == Backend::Sqlite {
-            // WAL is a property of the file: readers never block the writer.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
+            enable_wal(&pool).await?;
         }
         let db = Self { pool, backend };
         migrate::run(&db).await?;
@@ -168,6 +165,42 @@ impl Db {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// Puts the SQLite file in WAL mode (a property of the file: readers never block the writer).
+/// Switching needs an exclusive lock that SQLite's busy timeout does not wait for, so when
+/// several processes open a fresh file at once the losers get `SQLITE_BUSY` at once; they retry
+/// until one has switched it, and then find it switched.
+async fn enable_wal(pool: &AnyPool) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tried = async {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(pool)
+                .await?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(pool)
+                    .await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        match tried {
+            Err(sqlx::Error::Database(e))
+                if is_sqlite_busy(e.code().as_deref()) && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// SQLITE_BUSY (5) and its extended codes (BUSY_RECOVERY 261, BUSY_SNAPSHOT 517, ...).
+fn is_sqlite_busy(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| c & 0xff == 5)
 }
 
 /// How long connecting may take before it counts as unreachable.

@@ -33,6 +33,7 @@
 //! Callers own files, sockets and clocks; this crate only turns bytes and numbers into values and
 //! text, which is why it is tested with synthetic inputs and exact expected outputs.
 
+pub mod chunks;
 pub mod cmaf;
 pub mod dash;
 mod error;

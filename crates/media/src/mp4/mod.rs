@@ -9,6 +9,7 @@
 mod fragment;
 mod init;
 mod read;
+mod retime;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -20,6 +21,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
+pub use retime::retime_fragment;
 pub use timing::check_dash_timing;
 
 use init::Trex;

@@ -12,20 +12,37 @@ use sqlx::Row;
 
 use crate::{corrupt, get_id, Backend, Db, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
-    /// Probe, transcode, package and publish an uploaded video.
+    /// Probe an uploaded video, then transcode, package and publish it whole, or (when it is
+    /// longer than a chunk) split it into the jobs below.
     ProcessVideo,
+    /// Encode one chunk of a long video for the whole ladder (payload: what to encode).
+    EncodeChunk,
+    /// Encode the audio of a long video, once for the whole file (no priming at joins).
+    EncodeAudio,
+    /// Write the manifests over the accepted chunks and publish; enqueued by the last chunk.
+    Stitch,
 }
 
 impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ProcessVideo => "process_video",
+            Self::EncodeChunk => "encode_chunk",
+            Self::EncodeAudio => "encode_audio",
+            Self::Stitch => "stitch",
         }
     }
-    fn parse(s: &str) -> Option<Self> {
-        (s == "process_video").then_some(Self::ProcessVideo)
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        [
+            Self::ProcessVideo,
+            Self::EncodeChunk,
+            Self::EncodeAudio,
+            Self::Stitch,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -39,6 +56,10 @@ pub struct Job {
     pub attempt: u32,
     pub max_attempts: u32,
     pub lease_owner: String,
+    /// Which chunk, for [`JobKind::EncodeChunk`].
+    pub chunk: Option<u32>,
+    /// What the job must do, as its enqueuer wrote it (JSON); `None` for a whole video.
+    pub payload: Option<String>,
 }
 
 /// How an attempt ended.
@@ -82,7 +103,7 @@ impl Db {
              attempts = attempts + 1, updated_at = $3 \
              WHERE id = (SELECT id FROM jobs WHERE {RUNNABLE} ORDER BY run_at, created_at LIMIT 1{lock}) \
              AND {RUNNABLE} \
-             RETURNING id, kind, video_id, attempts, max_attempts"
+             RETURNING id, kind, video_id, attempts, max_attempts, chunk, payload"
         );
         let row = sqlx::query(&sql)
             .bind(owner)
@@ -99,6 +120,8 @@ impl Db {
             attempt: row.try_get::<i64, _>("attempts")? as u32,
             max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
             lease_owner: owner.to_string(),
+            chunk: u32::try_from(row.try_get::<i64, _>("chunk")?).ok(),
+            payload: row.try_get("payload")?,
         }))
     }
 
@@ -120,11 +143,13 @@ impl Db {
             sqlx::query(
                 "UPDATE videos SET status = 'failed', error = $2, updated_at = $3 WHERE id = $1",
             )
-            .bind(video)
-            .bind(err)
+            .bind(&video)
+            .bind(&err)
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            // The other chunks of a failed video have nothing left to make.
+            crate::chunks::cancel_siblings(&mut tx, &video, &err, now).await?;
         }
         tx.commit().await?;
         Ok(())

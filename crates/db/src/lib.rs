@@ -9,6 +9,7 @@
 //! [`oxcast_base::Clock`], so lease expiry and URL expiry are testable without sleeping.
 
 pub mod admin;
+mod chunks;
 mod jobs;
 mod live;
 mod migrate;
@@ -22,6 +23,7 @@ mod concurrency_tests;
 #[cfg(test)]
 mod outage_tests;
 
+pub use chunks::{ChunkCounts, NewTask, TaskResult};
 pub use jobs::{Job, JobKind, JobOutcome};
 pub use live::{LiveSession, LiveStream, SessionStatus};
 pub use model::{Rendition, Upload, UploadPart, UploadState, Video, VideoStatus};

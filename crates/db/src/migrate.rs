@@ -9,6 +9,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_live.sql")),
     (3, include_str!("../migrations/0003_part_objects.sql")),
     (4, include_str!("../migrations/0004_s3_uploads.sql")),
+    (5, include_str!("../migrations/0005_chunked_jobs.sql")),
 ];
 
 /// Any fixed number: the advisory lock that serialises migrators on PostgreSQL.

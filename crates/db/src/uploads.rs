@@ -292,7 +292,7 @@ impl Db {
                 .await?;
                 sqlx::query(
                     "INSERT INTO jobs (id, kind, video_id, state, attempts, max_attempts, run_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, 'queued', 0, $4, $5, $5, $5) ON CONFLICT (video_id, kind) DO NOTHING",
+                     VALUES ($1, $2, $3, 'queued', 0, $4, $5, $5, $5) ON CONFLICT (video_id, kind, chunk) DO NOTHING",
                 )
                 .bind(JobId::new().to_string())
                 .bind(JobKind::ProcessVideo.as_str())

@@ -247,6 +247,9 @@ pub struct TranscodeConfig {
     /// Segment duration and keyframe interval, in seconds.
     pub segment_s: f64,
     pub audio_bitrate: u32,
+    /// A video longer than this (rounded to whole segments) is encoded in chunks of this
+    /// length, each a job any worker may lease, plus one audio job; shorter ones are one job.
+    pub chunk_s: f64,
 }
 
 impl Default for Config {
@@ -327,6 +330,7 @@ impl Default for TranscodeConfig {
             preset: "veryfast".into(),
             segment_s: 4.0,
             audio_bitrate: 128_000,
+            chunk_s: 60.0,
         }
     }
 }
@@ -405,6 +409,19 @@ impl Config {
                 self.roles
             ));
         }
+        let t = &self.transcode;
+        if !(t.segment_s.is_finite() && t.segment_s > 0.0) {
+            return Err(format!(
+                "transcode.segment_s must be a positive number of seconds, not {}",
+                t.segment_s
+            ));
+        }
+        if !(t.chunk_s.is_finite() && t.chunk_s >= t.segment_s) {
+            return Err(format!(
+                "transcode.chunk_s must be at least one segment (transcode.segment_s = {} s), not {}",
+                t.segment_s, t.chunk_s
+            ));
+        }
         if self.roles.has(Role::Ingest) != self.roles.has(Role::Live) {
             return Err(
                 "the ingest and live roles run in one process for now (the ingest hands the \
@@ -470,6 +487,19 @@ mod tests {
         assert_eq!(c.signing_key(), Some("old"));
         c.roles = "ingest".parse().unwrap();
         assert!(c.validate().unwrap_err().contains("ingest,live"));
+    }
+
+    #[test]
+    fn chunks_are_at_least_one_segment_long() {
+        let mut c = Config::default();
+        c.transcode.chunk_s = 2.0;
+        assert!(c.validate().unwrap_err().contains("transcode.chunk_s"));
+        c.transcode.chunk_s = f64::NAN;
+        assert!(c.validate().unwrap_err().contains("transcode.chunk_s"));
+        c.transcode.chunk_s = 4.0;
+        assert!(c.validate().is_ok());
+        c.transcode.segment_s = 0.0;
+        assert!(c.validate().unwrap_err().contains("transcode.segment_s"));
     }
 
     #[test]

@@ -41,7 +41,27 @@ pub struct EncodePlan {
     pub video_start_s: f64,
     /// A still taken in the same pass (no second decode).
     pub poster: Option<Poster>,
+    /// Encode only these frames (one chunk of a long video); `None` encodes the whole file.
+    pub window: Option<Window>,
 }
+
+/// The frames of one chunk, in frames of the output rate counted from the video's first
+/// frame. The encode starts from zero as a whole-file encode does (the packager moves it to
+/// where it belongs), with its first frame a closed-GOP keyframe and `keyframes` forced at the
+/// same frames a whole-file encode would force them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub first_frame: u64,
+    /// Exclusive; `None`: to the end of the source.
+    pub end_frame: Option<u64>,
+    /// Frame offsets from `first_frame` that must start a segment.
+    pub keyframes: Vec<u64>,
+}
+
+/// How far before a chunk its decode starts: the frame-rate filter and the deinterlacer look
+/// at neighbouring frames, so a chunk's first frames are made from the same input frames as in
+/// a whole-file decode. Seeking lands on the keyframe before, so this is a floor.
+const LEAD_IN_S: f64 = 2.0;
 
 /// A JPEG of one frame, at most `max_width` wide.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,13 +146,60 @@ impl EncodePlan {
                  zscale=t=bt709:m=bt709:r=tv"
             ));
         }
-        // The picture defines time zero (the audio is moved with it, see `args`); then a
-        // constant frame rate: VFR becomes CFR at the nominal rate, and 120 fps becomes 60.
-        f.push("setpts=PTS-STARTPTS".to_string());
-        f.push(format!("fps={}/{}", self.frame_rate.0, self.frame_rate.1));
+        match &self.window {
+            // The picture defines time zero (the audio is moved with it, see `args`); then a
+            // constant frame rate: VFR becomes CFR at the nominal rate, and 120 fps becomes 60.
+            None => {
+                f.push("setpts=PTS-STARTPTS".to_string());
+                f.push(format!("fps={}/{}", self.frame_rate.0, self.frame_rate.1));
+            }
+            // A chunk: the same clock from the decode's seek point (the video's own start is
+            // time zero, as for the whole file and the audio), the same frame slots, then only
+            // the chunk's frames, counted from zero.
+            Some(w) => {
+                let seek = self.seek_s();
+                let start = (seek - self.video_start_s).max(0.0);
+                f.push(format!("setpts=PTS+({:.6})/TB", seek - self.video_start_s));
+                f.push(format!(
+                    "fps={}/{}:start_time={start:.6}",
+                    self.frame_rate.0, self.frame_rate.1
+                ));
+                let mut trim = format!("trim=start_pts={}", w.first_frame);
+                if let Some(end) = w.end_frame {
+                    trim.push_str(&format!(":end_pts={end}"));
+                }
+                f.push(trim);
+                f.push("setpts=PTS-STARTPTS".to_string());
+            }
+        }
         // 10-bit, 4:2:2 and 4:4:4 sources become the 8-bit 4:2:0 every player decodes.
         f.push("format=yuv420p".to_string());
         f.join(",")
+    }
+
+    /// Where a chunk's decode starts in the file (ffmpeg's `-ss`, from the file's first
+    /// timestamp): [`LEAD_IN_S`] before the chunk's first frame; 0 for a whole file.
+    fn seek_s(&self) -> f64 {
+        match &self.window {
+            Some(w) if w.first_frame > 0 => {
+                let t = w.first_frame as f64 * f64::from(self.frame_rate.1)
+                    / f64::from(self.frame_rate.0.max(1));
+                (t + self.video_start_s - LEAD_IN_S).max(0.0)
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// `-force_key_frames` for a chunk: a quarter frame before each forced frame, so the
+    /// rounding of times to frames cannot pick the frame before.
+    fn chunk_keyframes(&self, w: &Window) -> Option<String> {
+        let fps = self.fps();
+        let times: Vec<String> = w
+            .keyframes
+            .iter()
+            .map(|&k| format!("{:.6}", (k as f64 - 0.25) / fps))
+            .collect();
+        (!times.is_empty()).then(|| times.join(","))
     }
 
     pub fn args(&self) -> Vec<String> {
@@ -141,8 +208,40 @@ impl EncodePlan {
             .map(|s| s.to_string())
             .collect();
         a.extend(["-progress".into(), "pipe:1".into()]);
+        let seek = self.seek_s();
+        if seek > 0.0 {
+            a.extend(["-ss".into(), format!("{seek:.6}")]);
+        }
         a.extend(self.source.args());
+        if !self.rungs.is_empty() {
+            self.video_args(&mut a);
+        }
+        if self.audio {
+            self.audio_args(&mut a);
+        }
+        if let Some(p) = &self.poster {
+            a.extend(
+                [
+                    "-map",
+                    "[poster]",
+                    "-frames:v",
+                    "1",
+                    "-q:v",
+                    "3",
+                    "-update",
+                    "1",
+                    "-f",
+                    "image2",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+            a.push(p.path.display().to_string());
+        }
+        a
+    }
 
+    fn video_args(&self, a: &mut Vec<String>) {
         let n = self.rungs.len();
         let branches = n + usize::from(self.poster.is_some());
         let mut graph = format!("[0:v:0]{},split={branches}", self.prelude());
@@ -166,7 +265,10 @@ impl EncodePlan {
         a.extend(["-filter_complex".into(), graph]);
 
         let gop = self.gop().to_string();
-        let force = format!("expr:gte(t,n_forced*{})", self.segment_s);
+        let force = match &self.window {
+            None => Some(format!("expr:gte(t,n_forced*{})", self.segment_s)),
+            Some(w) => self.chunk_keyframes(w),
+        };
         // Not `+cmaf`: it writes signed (version 1 `trun`) composition offsets so each
         // fragment's first frame has offset 0, and ffmpeg's DASH reader, which reopens its MP4
         // demuxer for every segment, then shifts each segment by that segment's own most
@@ -217,8 +319,11 @@ impl EncodePlan {
                 "+cgop".into(),
                 "-pix_fmt".into(),
                 "yuv420p".into(),
-                "-force_key_frames".into(),
-                force.clone(),
+            ]);
+            if let Some(force) = &force {
+                a.extend(["-force_key_frames".into(), force.clone()]);
+            }
+            a.extend([
                 "-movflags".into(),
                 fmp4.into(),
                 "-use_editlist".into(),
@@ -231,66 +336,47 @@ impl EncodePlan {
             let at = a.len() - 1;
             a.splice(at..at, colour.iter().map(|s| s.to_string()));
         }
-        if self.audio {
-            // Fragments a quarter of a segment long, so the packager can cut the audio within
-            // an eighth of a segment of where the video's segments start.
-            let frag_us = ((self.segment_s * 250_000.0) as u64).max(1).to_string();
-            // Silence before audio that starts late and after audio that ends early; audio that
-            // runs on is cut at the end of the picture.
-            let d = format!("{:.6}", self.video_duration_s.max(0.001));
-            let af = format!(
-                "asetpts=PTS-{:.6}/TB,aresample=async=1:first_pts=0,apad=whole_dur={d},atrim=end={d}",
-                self.video_start_s
-            );
-            a.extend([
-                "-map".into(),
-                format!("0:a:{}", self.audio_stream),
-                "-af".into(),
-                af,
-                "-vn".into(),
-                "-sn".into(),
-                "-dn".into(),
-                "-map_metadata".into(),
-                "-1".into(),
-                "-c:a".into(),
-                "aac".into(),
-                "-b:a".into(),
-                self.audio_bitrate.to_string(),
-                "-ac".into(),
-                "2".into(),
-                "-ar".into(),
-                "48000".into(),
-                "-movflags".into(),
-                "+delay_moov+default_base_moof".into(),
-                "-use_editlist".into(),
-                "1".into(),
-                "-frag_duration".into(),
-                frag_us,
-                "-f".into(),
-                "mp4".into(),
-                self.out_path(AUDIO_NAME).display().to_string(),
-            ]);
-        }
-        if let Some(p) = &self.poster {
-            a.extend(
-                [
-                    "-map",
-                    "[poster]",
-                    "-frames:v",
-                    "1",
-                    "-q:v",
-                    "3",
-                    "-update",
-                    "1",
-                    "-f",
-                    "image2",
-                ]
-                .iter()
-                .map(|s| s.to_string()),
-            );
-            a.push(p.path.display().to_string());
-        }
-        a
+    }
+
+    fn audio_args(&self, a: &mut Vec<String>) {
+        // Fragments a quarter of a segment long, so the packager can cut the audio within
+        // an eighth of a segment of where the video's segments start.
+        let frag_us = ((self.segment_s * 250_000.0) as u64).max(1).to_string();
+        // Silence before audio that starts late and after audio that ends early; audio that
+        // runs on is cut at the end of the picture.
+        let d = format!("{:.6}", self.video_duration_s.max(0.001));
+        let af = format!(
+            "asetpts=PTS-{:.6}/TB,aresample=async=1:first_pts=0,apad=whole_dur={d},atrim=end={d}",
+            self.video_start_s
+        );
+        a.extend([
+            "-map".into(),
+            format!("0:a:{}", self.audio_stream),
+            "-af".into(),
+            af,
+            "-vn".into(),
+            "-sn".into(),
+            "-dn".into(),
+            "-map_metadata".into(),
+            "-1".into(),
+            "-c:a".into(),
+            "aac".into(),
+            "-b:a".into(),
+            self.audio_bitrate.to_string(),
+            "-ac".into(),
+            "2".into(),
+            "-ar".into(),
+            "48000".into(),
+            "-movflags".into(),
+            "+delay_moov+default_base_moof".into(),
+            "-use_editlist".into(),
+            "1".into(),
+            "-frag_duration".into(),
+            frag_us,
+            "-f".into(),
+            "mp4".into(),
+            self.out_path(AUDIO_NAME).display().to_string(),
+        ]);
     }
 
     fn out_path(&self, name: &str) -> PathBuf {
@@ -304,7 +390,7 @@ pub async fn encode_ladder(
     plan: &EncodePlan,
     progress: &(dyn Fn(f64) + Send + Sync),
 ) -> Result<EncodeOutput> {
-    if plan.rungs.is_empty() {
+    if plan.rungs.is_empty() && !plan.audio {
         return Err(Error::Rejected("no rendition fits this source".into()));
     }
     tokio::fs::create_dir_all(&plan.out_dir).await?;
@@ -397,7 +483,74 @@ mod tests {
             video_duration_s: 20.0,
             video_start_s: 0.0,
             poster: None,
+            window: None,
         }
+    }
+
+    #[test]
+    fn a_chunk_seeks_before_its_frames_keeps_the_clock_and_forces_the_same_keyframes() {
+        let mut p = plan();
+        p.audio = false;
+        p.video_start_s = 0.5;
+        p.window = Some(Window {
+            first_frame: 900,
+            end_frame: Some(1800),
+            keyframes: vec![120, 240],
+        });
+        let a = p.args();
+        // 900 frames at 30 fps = 30 s; plus the video's 0.5 s start, minus the 2 s lead-in.
+        let ss = a.iter().position(|x| x == "-ss").unwrap();
+        assert_eq!(a[ss + 1], "28.500000");
+        assert!(ss < a.iter().position(|x| x == "-i").unwrap());
+        let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
+        assert!(
+            graph.starts_with(
+                "[0:v:0]setpts=PTS+(28.000000)/TB,fps=30/1:start_time=28.000000,\
+                 trim=start_pts=900:end_pts=1800,setpts=PTS-STARTPTS,format=yuv420p,split=3"
+            ),
+            "{graph}"
+        );
+        let force: Vec<_> = a
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| *x == "-force_key_frames")
+            .map(|(i, _)| a[i + 1].as_str())
+            .collect();
+        assert_eq!(force, ["3.991667,7.991667"; 3]);
+        assert!(!a.iter().any(|x| x == "aac"));
+    }
+
+    #[test]
+    fn the_first_chunk_does_not_seek_and_the_last_runs_to_the_end() {
+        let mut p = plan();
+        p.window = Some(Window {
+            first_frame: 0,
+            end_frame: Some(60),
+            keyframes: vec![],
+        });
+        let a = p.args();
+        assert!(!a.iter().any(|x| x == "-ss"));
+        assert!(!a.iter().any(|x| x == "-force_key_frames"));
+        let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
+        assert!(graph.contains("fps=30/1:start_time=0.000000,trim=start_pts=0:end_pts=60,"));
+        p.window = Some(Window {
+            first_frame: 1800,
+            end_frame: None,
+            keyframes: vec![120],
+        });
+        let a = p.args();
+        let graph = &a[a.iter().position(|x| x == "-filter_complex").unwrap() + 1];
+        assert!(graph.contains("trim=start_pts=1800,setpts"), "{graph}");
+    }
+
+    #[test]
+    fn an_audio_only_plan_has_no_picture_graph() {
+        let mut p = plan();
+        p.rungs.clear();
+        let a = p.args();
+        assert!(!a.iter().any(|x| x == "-filter_complex" || x == "libx264"));
+        assert_eq!(a.iter().filter(|x| *x == "aac").count(), 1);
+        assert!(a.contains(&"/work/out/audio.mp4".to_string()));
     }
 
     #[test]

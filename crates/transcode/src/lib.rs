@@ -14,7 +14,7 @@ mod probe;
 
 pub use encode::{
     encode_ladder, output_frame_rate, EncodeOutput, EncodePlan, Poster, Rendition, RenditionKind,
-    MAX_FRAME_RATE,
+    Window, MAX_FRAME_RATE,
 };
 pub use probe::{probe, Probe};
 

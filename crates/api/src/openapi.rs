@@ -41,6 +41,7 @@ use crate::{admin, live, uploads, videos};
         live::SessionView,
         live::Health,
         videos::VideoView,
+        videos::ChunksView,
         videos::VideoList,
         videos::RenditionView,
         admin::AdminJobView,

@@ -43,6 +43,20 @@ pub struct VideoView {
     pub poster_url: String,
     pub created_at: String,
     pub updated_at: String,
+    /// While a long video is encoded in chunks (one job each, on any worker): how they stand.
+    /// Only in `GET /api/v1/videos/{id}`, and only for a chunked video.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunksView>,
+}
+
+/// Chunk jobs of a video encoded in chunks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChunksView {
+    pub total: u32,
+    pub done: u32,
+    pub running: u32,
+    pub queued: u32,
+    pub failed: u32,
 }
 
 pub(crate) fn rfc3339(ms: i64) -> String {
@@ -102,6 +116,7 @@ impl VideoView {
             poster_url: format!("{base}/poster.jpg"),
             created_at: rfc3339(v.created_at),
             updated_at: rfc3339(v.updated_at),
+            chunks: None,
         }
     }
 }
@@ -151,10 +166,18 @@ pub async fn get(
         .video(id)
         .await?
         .ok_or_else(|| ApiError::NotFound("video".into()))?;
-    Ok(Json(VideoView::with_base(
-        &v,
-        state.config.public_base_url.as_deref(),
-    )))
+    let mut view = VideoView::with_base(&v, state.config.public_base_url.as_deref());
+    let c = state.db.chunk_counts(id).await?;
+    if c.total > 0 {
+        view.chunks = Some(ChunksView {
+            total: c.total,
+            done: c.done,
+            running: c.running,
+            queued: c.queued,
+            failed: c.failed,
+        });
+    }
+    Ok(Json(view))
 }
 
 /// Delete a video, its upload and every stored object.

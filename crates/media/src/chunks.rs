@@ -212,6 +212,28 @@ pub fn check_chunk_output(
     Ok(())
 }
 
+/// Checks that a stitched rendition's segments are numbered on from `first_number` and each
+/// starts where the one before ends: no gap, no overlap, no repeated `tfdt`.
+pub fn check_continuous(segments: &[ChunkSegment], first_number: u64) -> Result<(), String> {
+    let mut expect_start = None;
+    for (i, s) in segments.iter().enumerate() {
+        let number = first_number + i as u64;
+        if s.number != number {
+            return Err(format!("segment {number} is numbered {}", s.number));
+        }
+        if let Some(t) = expect_start {
+            if s.start != t {
+                return Err(format!(
+                    "segment {number} starts at decode time {}, the one before ends at {t}",
+                    s.start
+                ));
+            }
+        }
+        expect_start = Some(s.start + s.duration);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +355,21 @@ mod tests {
         assert!(e.contains("last chunk"), "{e}");
         tail = segments_for(last, 5401, 512);
         check_chunk_output(last, &tail, 512, 5400).unwrap();
+    }
+
+    #[test]
+    fn stitched_segments_must_join_up() {
+        let seg = |number, start| ChunkSegment {
+            number,
+            start,
+            duration: 100,
+            samples: 1,
+        };
+        check_continuous(&[seg(1, 0), seg(2, 100), seg(3, 200)], 1).unwrap();
+        let e = check_continuous(&[seg(1, 0), seg(2, 100), seg(3, 100)], 1).unwrap_err();
+        assert!(e.contains("segment 3 starts at decode time 100"), "{e}");
+        let e = check_continuous(&[seg(1, 0), seg(3, 100)], 1).unwrap_err();
+        assert!(e.contains("segment 2 is numbered 3"), "{e}");
     }
 
     proptest! {

@@ -390,6 +390,13 @@ impl Store {
         }
     }
 
+    /// Moves an object to another key, replacing what is there: a rename on the local folder,
+    /// a server-side copy then a delete on S3 (the bytes never leave the bucket).
+    pub async fn rename(&self, from: &Key, to: &Key) -> Result<()> {
+        self.inner.rename(from, to).await?;
+        Ok(())
+    }
+
     /// Deletes every object under `prefix`; returns how many.
     pub async fn delete_prefix(&self, prefix: &Key) -> Result<usize> {
         let objects = self.list(prefix).await?;
@@ -497,6 +504,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.list(&keys::video_prefix(v)).await.unwrap().len(), 2);
+        // A rename moves the bytes and replaces what was at the target.
+        let staged = keys::video_object(v, "chunks/c0/a1/720p/seg-1.m4s").unwrap();
+        store
+            .put(&staged, Bytes::from_static(b"new"))
+            .await
+            .unwrap();
+        store.rename(&staged, &k).await.unwrap();
+        assert!(store.head(&staged).await.unwrap().is_none());
+        assert_eq!(
+            store.get_bytes(&k).await.unwrap(),
+            Bytes::from_static(b"new")
+        );
         assert_eq!(
             store.delete_prefix(&keys::video_prefix(v)).await.unwrap(),
             2

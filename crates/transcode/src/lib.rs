@@ -14,7 +14,7 @@ mod probe;
 
 pub use encode::{
     encode_ladder, output_frame_rate, EncodeOutput, EncodePlan, Poster, Rendition, RenditionKind,
-    Window, MAX_FRAME_RATE,
+    Window, AUDIO_NAME, MAX_FRAME_RATE,
 };
 pub use probe::{probe, Probe};
 

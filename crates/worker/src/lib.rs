@@ -13,12 +13,13 @@
 //! Workers take everything as parameters (database, store, clock, config), so `oxcast serve`
 //! runs them in-process and a separate worker process on another machine runs the same code.
 
+mod chunked;
 mod package;
 mod pipeline;
 mod reconcile;
 mod runner;
 
-pub use package::{package_rendition, PackagedRendition, SegmentInfo};
+pub use package::{package_rendition, PackagedRendition, Placement, SegmentInfo};
 pub use reconcile::{reconcile_once, run_reconciler, Reconciled};
 pub use runner::{run_workers, WorkerContext};
 
@@ -42,6 +43,10 @@ pub enum Error {
         #[source]
         source: oxcast_media::Error,
     },
+    /// A chunk's output is not the stretch of the video it stands for (frame count,
+    /// boundaries, numbering), or the chunks do not join up: retried, never published.
+    #[error("chunk check failed: {0}")]
+    ChunkCheck(String),
     #[error("video {0} has no completed upload")]
     NoSource(VideoId),
     #[error("io: {0}")]

@@ -11,11 +11,12 @@ use oxcast_base::VideoId;
 use oxcast_media::cmaf::{SegmentBuilder, FIRST_SEGMENT_NUMBER};
 use oxcast_media::mp4::{Fmp4Splitter, SplitEvent, TrackInfo};
 use oxcast_store::{keys, Store};
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use crate::{Error, Result};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentInfo {
     pub number: u64,
     /// Decode time of the first sample, timescale units.
@@ -25,7 +26,7 @@ pub struct SegmentInfo {
     pub samples: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PackagedRendition {
     pub name: String,
     pub track: TrackInfo,
@@ -86,13 +87,50 @@ pub enum Cuts {
     At(Vec<f64>),
 }
 
-/// Splits `path` into `{name}/init.mp4` and `{name}/seg-{n}.m4s` under the video's prefix.
+/// Where a rendition's output goes and where it sits in the whole video: a whole-file encode
+/// is `Placement::whole(name)`; a chunk is moved to its first frame and first segment and
+/// stored under its attempt's folder until it is accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// Folder under the video's prefix (`720p`, or `chunks/c3/a1/720p`).
+    pub folder: String,
+    pub first_number: u64,
+    /// Frames of the whole video before this output's first frame, at `frame_rate`: every
+    /// decode time moves by as much (in the track's timescale, known once the init is read).
+    pub shift_frames: u64,
+    pub frame_rate: (u32, u32),
+    /// Added to every `mfhd` sequence number.
+    pub sequence_offset: u32,
+}
+
+impl Placement {
+    pub fn whole(name: &str) -> Self {
+        Self {
+            folder: name.to_string(),
+            first_number: FIRST_SEGMENT_NUMBER,
+            shift_frames: 0,
+            frame_rate: (1, 1),
+            sequence_offset: 0,
+        }
+    }
+
+    /// One frame in `timescale` units, if it is a whole number of them (ffmpeg picks video
+    /// timescales for which it is).
+    pub fn frame_duration(&self, timescale: u32) -> Option<u64> {
+        let (num, den) = self.frame_rate;
+        let n = u64::from(timescale) * u64::from(den);
+        (num > 0 && n % u64::from(num) == 0).then(|| n / u64::from(num))
+    }
+}
+
+/// Splits `path` into `{folder}/init.mp4` and `{folder}/seg-{n}.m4s` under the video's prefix.
 pub async fn package_rendition(
     store: &Store,
     video: VideoId,
     name: &str,
     path: &Path,
     cuts: &Cuts,
+    place: &Placement,
 ) -> Result<PackagedRendition> {
     let err = |source| Error::Package {
         rendition: name.to_string(),
@@ -104,6 +142,7 @@ pub async fn package_rendition(
     let mut track: Option<TrackInfo> = None;
     let mut pending: Vec<u8> = Vec::new();
     let mut pending_samples = 0u64;
+    let mut decode_offset = 0u64;
     let mut segments = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -114,26 +153,52 @@ pub async fn package_rendition(
         for event in splitter.push(&buf[..n]).map_err(err)? {
             match event {
                 SplitEvent::Init { bytes, track: t } => {
-                    let key = keys::video_object(video, &format!("{name}/init.mp4"))?;
+                    let key = keys::video_object(video, &format!("{}/init.mp4", place.folder))?;
                     store.put(&key, Bytes::from(bytes)).await?;
                     let ts = f64::from(t.timescale);
                     builder = Some(match cuts {
                         // Half the target: each encoder fragment is one GOP of ~target length,
                         // so a GOP a frame short of the target still closes its own segment.
-                        Cuts::Target(s) => SegmentBuilder::new(
-                            ((s * 0.5 * ts) as u64).max(1),
-                            FIRST_SEGMENT_NUMBER,
-                        ),
+                        Cuts::Target(s) => {
+                            SegmentBuilder::new(((s * 0.5 * ts) as u64).max(1), place.first_number)
+                        }
                         Cuts::At(at) => {
                             let at: Vec<u64> = at.iter().map(|s| (s * ts).round() as u64).collect();
-                            SegmentBuilder::aligned(&at, FIRST_SEGMENT_NUMBER)
+                            SegmentBuilder::aligned(&at, place.first_number)
                         }
                     });
+                    if place.shift_frames > 0 {
+                        let d = place.frame_duration(t.timescale).ok_or_else(|| {
+                            err(oxcast_media::Error::InvalidBox {
+                                box_type: oxcast_media::FourCc(*b"mdhd"),
+                                offset: 0,
+                                reason: format!(
+                                    "timescale {} is not a whole number of frames at {}/{} fps",
+                                    t.timescale, place.frame_rate.0, place.frame_rate.1
+                                ),
+                            })
+                        })?;
+                        decode_offset = place.shift_frames * d;
+                    }
                     track = Some(t);
                 }
-                SplitEvent::Fragment { bytes, fragment } => {
+                SplitEvent::Fragment {
+                    mut bytes,
+                    mut fragment,
+                } => {
                     // Refuse what ffmpeg's DASH reader would mistime, rather than publish it.
                     oxcast_media::mp4::check_dash_timing(&bytes).map_err(err)?;
+                    if decode_offset > 0 || place.sequence_offset > 0 {
+                        oxcast_media::mp4::retime_fragment(
+                            &mut bytes,
+                            decode_offset,
+                            place.sequence_offset,
+                        )
+                        .map_err(err)?;
+                        fragment.base_media_decode_time += decode_offset;
+                        fragment.earliest_presentation_time += decode_offset as i64;
+                        fragment.sequence_number += place.sequence_offset;
+                    }
                     let b = builder.as_mut().ok_or_else(|| {
                         err(oxcast_media::Error::MissingInit { len: bytes.len() })
                     })?;
@@ -141,7 +206,7 @@ pub async fn package_rendition(
                         store_segment(
                             store,
                             video,
-                            name,
+                            &place.folder,
                             &closed,
                             &mut pending,
                             pending_samples,
@@ -164,7 +229,7 @@ pub async fn package_rendition(
         store_segment(
             store,
             video,
-            name,
+            &place.folder,
             &last,
             &mut pending,
             pending_samples,
@@ -182,14 +247,14 @@ pub async fn package_rendition(
 async fn store_segment(
     store: &Store,
     video: VideoId,
-    name: &str,
+    folder: &str,
     plan: &oxcast_media::cmaf::SegmentPlan,
     pending: &mut Vec<u8>,
     samples: u64,
     out: &mut Vec<SegmentInfo>,
 ) -> Result<()> {
     let bytes = std::mem::take(pending);
-    let key = keys::video_object(video, &format!("{name}/seg-{}.m4s", plan.number))?;
+    let key = keys::video_object(video, &format!("{folder}/seg-{}.m4s", plan.number))?;
     out.push(SegmentInfo {
         number: plan.number,
         start: plan.start,

@@ -9,19 +9,25 @@ use oxcast_media::{dash, hls, ladder};
 use oxcast_store::keys;
 use oxcast_transcode::{EncodePlan, Input, RenditionKind};
 
-use crate::package::{package_rendition, Cuts, PackagedRendition};
+use crate::package::{package_rendition, Cuts, PackagedRendition, Placement};
 use crate::runner::{Progress, WorkerContext};
 use crate::{Error, Result};
 
 /// Share of the progress bar spent encoding; packaging and the poster take the rest.
 const ENCODE_SHARE: f64 = 0.9;
 
+/// How a processing job ended well: published whole, or split into chunk jobs.
+pub(crate) enum Processed {
+    Published(Published),
+    Split(Vec<oxcast_db::NewTask>),
+}
+
 pub(crate) async fn process(
     ctx: &WorkerContext,
     job: &Job,
     work: &Path,
     progress: &Arc<Progress>,
-) -> Result<Published> {
+) -> Result<Processed> {
     let cfg = &ctx.config;
     let mut step = std::time::Instant::now();
     let mut lap = |name: &str| {
@@ -50,7 +56,19 @@ pub(crate) async fn process(
     };
     let poster = work.join("poster.jpg");
     let rungs = ladder::build_ladder(&src, &ladder::LadderSpec::default());
+    if rungs.is_empty() {
+        return Err(Error::Rejected("no rendition fits this source".into()));
+    }
     let (display_w, display_h) = ladder::display_size(&src);
+    if let Some(tasks) = crate::chunked::split(ctx, &probe, &rungs, (display_w, display_h))? {
+        // Anything an earlier, interrupted attempt stored is replaced, never mixed in; no
+        // chunk job exists yet to have written anything.
+        ctx.store
+            .delete_prefix(&keys::video_prefix(job.video_id))
+            .await?;
+        tracing::info!(chunks = tasks.len(), "split into chunk jobs");
+        return Ok(Processed::Split(tasks));
+    }
     let plan = EncodePlan {
         source: source.clone(),
         out_dir: work.join("out"),
@@ -67,10 +85,11 @@ pub(crate) async fn process(
         video_duration_s: probe.video_duration_s,
         video_start_s: probe.video_start_s,
         poster: Some(oxcast_transcode::Poster {
-            at_s: probe.duration_s * 0.1,
-            max_width: 1280,
+            at_s: probe.duration_s * POSTER_AT,
+            max_width: POSTER_WIDTH,
             path: poster.clone(),
         }),
+        window: None,
     };
     let p = progress.clone();
     let encoded = oxcast_transcode::encode_ladder(&cfg.transcode.ffmpeg, &plan, &move |f| {
@@ -95,23 +114,23 @@ pub(crate) async fn process(
             (RenditionKind::Audio, Some((v, _))) => Cuts::At(v.cut_times()),
             _ => Cuts::Target(cfg.transcode.segment_s),
         };
-        let packaged = package_rendition(&ctx.store, job.video_id, &r.name, &r.path, &cuts).await?;
-        let playlist = media_playlist(&packaged);
-        put(ctx, job, &format!("{}/index.m3u8", r.name), playlist).await?;
+        let packaged = package_rendition(
+            &ctx.store,
+            job.video_id,
+            &r.name,
+            &r.path,
+            &cuts,
+            &Placement::whole(&r.name),
+        )
+        .await?;
         match r.kind {
             RenditionKind::Video => video.push((packaged, r.rung.clone().expect("video rung"))),
             RenditionKind::Audio => audio = Some(packaged),
         }
         progress.set(ENCODE_SHARE + 0.08 * (i + 1) as f64 / count);
     }
-    put(
-        ctx,
-        job,
-        "master.m3u8",
-        master_playlist(&video, audio.as_ref()),
-    )
-    .await?;
-    put(ctx, job, "manifest.mpd", mpd(&video, audio.as_ref())).await?;
+    let published =
+        write_manifests(ctx, job, &video, audio.as_ref(), (display_w, display_h)).await?;
     lap("package");
 
     if tokio::fs::try_exists(&poster).await? {
@@ -123,16 +142,40 @@ pub(crate) async fn process(
     }
     progress.set(0.99);
     lap("poster");
+    Ok(Processed::Published(published))
+}
 
-    let duration_s = video
-        .first()
-        .map(|(p, _)| p.duration_s())
-        .unwrap_or(probe.duration_s);
-    let audio_peak = audio.as_ref().map_or(0, |a| a.peak_bandwidth());
+/// Where the poster is taken (a share of the duration) and its largest width.
+pub(crate) const POSTER_AT: f64 = 0.1;
+pub(crate) const POSTER_WIDTH: u32 = 1280;
+
+/// Writes every rendition's media playlist, the master playlist and the MPD over packaged
+/// renditions, and says what is published: the last step before `ready`, for a whole-file
+/// encode and for stitched chunks alike.
+pub(crate) async fn write_manifests(
+    ctx: &WorkerContext,
+    job: &Job,
+    video: &[(PackagedRendition, ladder::Rung)],
+    audio: Option<&PackagedRendition>,
+    (width, height): (u32, u32),
+) -> Result<Published> {
+    for p in video.iter().map(|(p, _)| p).chain(audio) {
+        put(
+            ctx,
+            job,
+            &format!("{}/index.m3u8", p.name),
+            media_playlist(p),
+        )
+        .await?;
+    }
+    put(ctx, job, "master.m3u8", master_playlist(video, audio)).await?;
+    put(ctx, job, "manifest.mpd", mpd(video, audio)).await?;
+    let duration_s = video.first().map_or(0.0, |(p, _)| p.duration_s());
+    let audio_peak = audio.map_or(0, |a| a.peak_bandwidth());
     Ok(Published {
         duration_s,
-        width: display_w,
-        height: display_h,
+        width,
+        height,
         renditions: video
             .iter()
             .map(|(p, rung)| Rendition {
@@ -140,7 +183,7 @@ pub(crate) async fn process(
                 width: rung.width,
                 height: rung.height,
                 bandwidth: p.peak_bandwidth() + audio_peak,
-                codecs: match &audio {
+                codecs: match audio {
                     Some(a) => format!("{},{}", p.track.codec, a.track.codec),
                     None => p.track.codec.clone(),
                 },
@@ -157,7 +200,7 @@ async fn put(ctx: &WorkerContext, job: &Job, name: &str, text: String) -> Result
 
 /// The uploaded source as ffmpeg input: the parts read in place when the store is local,
 /// otherwise concatenated, in order, into a scratch file.
-async fn fetch_source(ctx: &WorkerContext, job: &Job, work: &Path) -> Result<Input> {
+pub(crate) async fn fetch_source(ctx: &WorkerContext, job: &Job, work: &Path) -> Result<Input> {
     use futures::StreamExt as _;
     use tokio::io::AsyncWriteExt;
     let upload = ctx

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use oxcast_base::clock::SharedClock;
 use oxcast_base::Config;
-use oxcast_db::{Db, Job, JobOutcome};
+use oxcast_db::{Db, Job, JobKind, JobOutcome};
 use oxcast_store::{keys, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{pipeline, Error};
+use crate::{chunked, pipeline, Error};
 
 /// Everything a worker needs, passed in so tests and other processes can build their own.
 pub struct WorkerContext {
@@ -101,8 +101,12 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
     let started = Instant::now();
     tracing::info!("processing");
     let now = ctx.clock.now_ms();
-    if let Err(e) = ctx.db.set_video_processing(job.video_id, 0.0, now).await {
-        tracing::warn!(error = %e, "could not mark video processing");
+    // A chunk, the audio or the stitch is one of several jobs: the bar is theirs together.
+    let whole = job.kind == JobKind::ProcessVideo;
+    if whole {
+        if let Err(e) = ctx.db.set_video_processing(job.video_id, 0.0, now).await {
+            tracing::warn!(error = %e, "could not mark video processing");
+        }
     }
     let work = ctx.scratch.join(job.id.to_string());
     let _ = tokio::fs::remove_dir_all(&work).await;
@@ -120,7 +124,7 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
     let result = match tokio::fs::create_dir_all(&work).await {
         Err(e) => Err(Error::Io(e)),
         Ok(()) => tokio::select! {
-            r = pipeline::process(ctx, &job, &work, &progress) => r,
+            r = run_step(ctx, &job, &work, &progress) => r,
             _ = lease_lost.cancelled() => Err(Error::LeaseLost),
             _ = deleted.cancelled() => Err(Error::VideoDeleted),
             _ = shutdown.cancelled() => Err(Error::Shutdown),
@@ -133,31 +137,68 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
     let secs = started.elapsed().as_secs_f64();
 
     let outcome = match result {
-        Ok(published) => match ctx.db.publish_video(&job, &published, now).await {
+        Ok(Finished::Split(tasks)) => match ctx.db.split_job(&job, &tasks, now).await {
             Ok(true) => {
-                tracing::info!(secs, renditions = published.renditions.len(), "published");
-                metrics::counter!("oxcast_jobs_total", "outcome" => "done").increment(1);
-                metrics::histogram!("oxcast_job_seconds").record(secs);
+                tracing::info!(secs, jobs = tasks.len(), "split into chunks");
+                metrics::counter!("oxcast_jobs_total", "outcome" => "split").increment(1);
+                ctx.wake.notify_waiters();
                 return;
             }
             Ok(false) => {
-                if let Ok(None) = ctx.db.video(job.video_id).await {
-                    let removed = ctx
-                        .store
-                        .delete_prefix(&keys::video_prefix(job.video_id))
-                        .await
-                        .unwrap_or(0);
-                    tracing::info!(removed, "video deleted while publishing; outputs removed");
-                } else {
-                    tracing::warn!("lease lost before publishing; another worker owns the job");
-                }
+                tracing::warn!("lease lost before splitting; another worker owns the job");
                 return;
             }
             Err(e) => JobOutcome::Retry {
-                error: format!("publishing failed: {e}"),
+                error: format!("queueing the chunks failed: {e}"),
                 retry_at: now + backoff_ms(job.attempt),
             },
         },
+        Ok(Finished::Accepted(result)) => match ctx.db.accept_task(&job, &result, now).await {
+            Ok(Some(stitch)) => {
+                tracing::info!(secs, stitch, "accepted");
+                metrics::counter!("oxcast_jobs_total", "outcome" => "done").increment(1);
+                metrics::histogram!("oxcast_job_seconds").record(secs);
+                if stitch {
+                    ctx.wake.notify_waiters();
+                }
+                return;
+            }
+            Ok(None) => {
+                tracing::warn!("lease lost before acceptance; another worker owns the job");
+                return;
+            }
+            Err(e) => JobOutcome::Retry {
+                error: format!("recording the result failed: {e}"),
+                retry_at: now + backoff_ms(job.attempt),
+            },
+        },
+        Ok(Finished::Published(published)) => {
+            match ctx.db.publish_video(&job, &published, now).await {
+                Ok(true) => {
+                    tracing::info!(secs, renditions = published.renditions.len(), "published");
+                    metrics::counter!("oxcast_jobs_total", "outcome" => "done").increment(1);
+                    metrics::histogram!("oxcast_job_seconds").record(secs);
+                    return;
+                }
+                Ok(false) => {
+                    if let Ok(None) = ctx.db.video(job.video_id).await {
+                        let removed = ctx
+                            .store
+                            .delete_prefix(&keys::video_prefix(job.video_id))
+                            .await
+                            .unwrap_or(0);
+                        tracing::info!(removed, "video deleted while publishing; outputs removed");
+                    } else {
+                        tracing::warn!("lease lost before publishing; another worker owns the job");
+                    }
+                    return;
+                }
+                Err(e) => JobOutcome::Retry {
+                    error: format!("publishing failed: {e}"),
+                    retry_at: now + backoff_ms(job.attempt),
+                },
+            }
+        }
         Err(Error::LeaseLost) => {
             tracing::warn!("lease lost; attempt abandoned");
             metrics::counter!("oxcast_jobs_total", "outcome" => "lease_lost").increment(1);
@@ -194,14 +235,16 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
                 reason: "worker stopped; handed back".into(),
                 retry_at: now,
             };
-            let _ = ctx
-                .db
-                .set_video_queued(
-                    job.video_id,
-                    "waiting for a worker (the last one stopped)",
-                    now,
-                )
-                .await;
+            if whole {
+                let _ = ctx
+                    .db
+                    .set_video_queued(
+                        job.video_id,
+                        "waiting for a worker (the last one stopped)",
+                        now,
+                    )
+                    .await;
+            }
             match ctx.db.finish_job(&job, &back, now).await {
                 Ok(true) => tracing::info!(secs, "shutting down: job handed back"),
                 Ok(false) => tracing::warn!("shutting down: the lease was already lost"),
@@ -219,7 +262,9 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
             let retry_at = now + outage_backoff_ms(job.attempt);
             tracing::warn!(error = %e, secs, retry_in_ms = retry_at - now, "engine unavailable; job handed back");
             let reason = format!("waiting for storage or database: {e}");
-            let _ = ctx.db.set_video_queued(job.video_id, &reason, now).await;
+            if whole {
+                let _ = ctx.db.set_video_queued(job.video_id, &reason, now).await;
+            }
             let back = JobOutcome::HandBack { reason, retry_at };
             if let Err(e) = ctx.db.finish_job(&job, &back, now).await {
                 tracing::warn!(error = %e, "could not hand the job back; its lease will expire");
@@ -260,8 +305,9 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
         {
             tracing::warn!(error = %e, "could not remove partial outputs");
         }
-        ctx.db.set_video_failed(job.video_id, &error, now).await
-    } else {
+        // With its other jobs: a video one chunk of which cannot be made is failed.
+        ctx.db.fail_video(job.video_id, &error, now).await
+    } else if whole {
         ctx.db
             .set_video_queued(
                 job.video_id,
@@ -269,10 +315,43 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
                 now,
             )
             .await
+    } else {
+        Ok(())
     };
     if let Err(e) = recorded {
         tracing::error!(error = %e, "could not record the video's state");
     }
+}
+
+/// How a step ended well.
+enum Finished {
+    /// The video is made: publish it.
+    Published(oxcast_db::Published),
+    /// The video is long: these jobs make it.
+    Split(Vec<oxcast_db::NewTask>),
+    /// A chunk or the audio is made and checked: record its result.
+    Accepted(String),
+}
+
+async fn run_step(
+    ctx: &WorkerContext,
+    job: &Job,
+    work: &std::path::Path,
+    progress: &Arc<Progress>,
+) -> crate::Result<Finished> {
+    Ok(match job.kind {
+        JobKind::ProcessVideo => match pipeline::process(ctx, job, work, progress).await? {
+            pipeline::Processed::Published(p) => Finished::Published(p),
+            pipeline::Processed::Split(t) => Finished::Split(t),
+        },
+        JobKind::EncodeChunk => {
+            Finished::Accepted(chunked::encode_chunk(ctx, job, work, progress).await?)
+        }
+        JobKind::EncodeAudio => {
+            Finished::Accepted(chunked::encode_audio(ctx, job, work, progress).await?)
+        }
+        JobKind::Stitch => Finished::Published(chunked::stitch(ctx, job, work, progress).await?),
+    })
 }
 
 /// After an outage: 1 s, 2 s, 4 s, … capped at 30 s, so work resumes soon after the engine is
@@ -324,14 +403,16 @@ async fn keep_lease(
             }
         }
         let p = progress.get();
-        if (p - last_progress).abs() >= 0.005
-            && ctx
-                .db
-                .set_video_processing(job.video_id, p, now)
-                .await
-                .is_ok()
-        {
-            last_progress = p;
+        if (p - last_progress).abs() >= 0.005 {
+            let recorded = match job.kind {
+                JobKind::ProcessVideo => ctx.db.set_video_processing(job.video_id, p, now).await,
+                // The bar: 2% for the split, 95% spread over the chunks, the rest the stitch.
+                JobKind::EncodeChunk => ctx.db.set_task_progress(&job, p, 0.02, 0.97, now).await,
+                JobKind::EncodeAudio | JobKind::Stitch => Ok(()),
+            };
+            if recorded.is_ok() {
+                last_progress = p;
+            }
         }
     }
 }

@@ -259,12 +259,27 @@ async fn counting_relay(upstream: String) -> (String, Arc<AtomicU64>) {
             let upstream = upstream.clone();
             let counter = counter.clone();
             tokio::spawn(async move {
-                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
                     return;
                 };
-                if let Ok((up, _)) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-                    counter.fetch_add(up, Ordering::Relaxed);
-                }
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = server.into_split();
+                // Counted as the bytes pass, not when the connection ends: a killed client's
+                // kept-alive connection may only end after the test has read the count.
+                let up = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = cr.read(&mut buf).await?;
+                        if n == 0 {
+                            return sw.shutdown().await;
+                        }
+                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                        sw.write_all(&buf[..n]).await?;
+                    }
+                };
+                let down = tokio::io::copy(&mut sr, &mut cw);
+                let _ = tokio::join!(up, down);
             });
         }
     });
@@ -336,6 +351,17 @@ async fn a_killed_cli_upload_resumes_against_s3_sending_only_missing_parts() {
     };
     first.kill().unwrap();
     first.wait().unwrap();
+    // What the dead CLI left in socket buffers still drains through the relay (and may store
+    // a part): wait until nothing has moved for half a second before looking.
+    let mut drained = sent.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now == drained {
+            break;
+        }
+        drained = now;
+    }
     // A part may have landed between that look and the kill: ask again now that it is dead.
     let st = upload_status(&base, &upload_id).await;
     let parts = st["parts"].as_array().unwrap();

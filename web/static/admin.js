@@ -35,6 +35,13 @@ function titleCell(job) {
   const a = el('a', 'title', job.title || 'Untitled');
   a.href = `/watch/${encodeURIComponent(job.video_id)}`;
   td.append(a, el('div', 'num small', job.id));
+  // A long video is several jobs: say which step this one is.
+  const step = {
+    encode_chunk: `chunk ${Number(job.chunk) + 1}`,
+    encode_audio: 'audio',
+    stitch: 'stitch',
+  }[job.kind];
+  if (step) td.append(el('div', 'small', step));
   return td;
 }
 

@@ -20,6 +20,12 @@ pub struct AdminJobView {
     pub video_id: String,
     /// The video's title, as the uploader typed it (show it as text).
     pub title: String,
+    /// `process_video` (a whole video, or the split of a long one), `encode_chunk`,
+    /// `encode_audio` or `stitch`.
+    pub kind: String,
+    /// Which chunk, for `encode_chunk`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<u32>,
     /// `queued`, `running`, `done` or `failed`.
     pub state: String,
     /// Claims so far, the running one included; a retry resets it.
@@ -41,6 +47,8 @@ impl From<&AdminJob> for AdminJobView {
             id: j.id.to_string(),
             video_id: j.video_id.to_string(),
             title: j.title.clone(),
+            kind: j.kind.clone(),
+            chunk: j.chunk,
             state: j.state.to_string(),
             attempts: j.attempts,
             max_attempts: j.max_attempts,

@@ -60,6 +60,10 @@ pub struct AdminJob {
     pub id: JobId,
     pub video_id: oxcast_base::VideoId,
     pub title: String,
+    /// `process_video`, `encode_chunk`, `encode_audio` or `stitch`.
+    pub kind: String,
+    /// Which chunk, for a chunk job.
+    pub chunk: Option<u32>,
     pub state: JobState,
     /// Claims so far (the running one included); reset by a retry.
     pub attempts: u32,
@@ -83,8 +87,8 @@ pub enum Retried {
     NotFound,
 }
 
-const SELECT: &str = "SELECT j.id, j.video_id, v.title, j.state, j.attempts, j.max_attempts, \
-                      v.progress, j.lease_owner, j.last_error, j.created_at, j.updated_at \
+const SELECT: &str = "SELECT j.id, j.video_id, v.title, j.kind, j.chunk, j.state, j.attempts, \
+                      j.max_attempts, v.progress, j.lease_owner, j.last_error, j.created_at, j.updated_at \
                       FROM jobs j JOIN videos v ON v.id = j.video_id";
 
 fn admin_job(row: &AnyRow) -> Result<AdminJob> {
@@ -93,6 +97,8 @@ fn admin_job(row: &AnyRow) -> Result<AdminJob> {
         id: get_id(row, "id", "jobs")?,
         video_id: get_id(row, "video_id", "jobs")?,
         title: row.try_get("title")?,
+        kind: row.try_get("kind")?,
+        chunk: u32::try_from(row.try_get::<i64, _>("chunk")?).ok(),
         state: state.parse().map_err(|e| corrupt("jobs", e))?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
@@ -139,8 +145,44 @@ impl Db {
 
     /// Puts a failed job back in the queue, runnable at once with its attempts reset, and its
     /// video back to `queued`, in one transaction. Any other state is left alone.
+    ///
+    /// A chunked video is retried whole: a failed chunk, audio or stitch job puts the video's
+    /// processing job back (it splits the video again into fresh jobs) and its other jobs go;
+    /// the returned job is then that processing job.
     pub async fn retry_job(&self, id: JobId, now: Millis) -> Result<Retried> {
         let mut tx = self.pool.begin().await?;
+        let part_of: Option<(String, String)> = sqlx::query(
+            "SELECT video_id, kind FROM jobs WHERE id = $1 AND state = 'failed' \
+             AND kind <> 'process_video'",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| Ok::<_, crate::Error>((r.try_get("video_id")?, r.try_get("kind")?)))
+        .transpose()?;
+        let mut id = id;
+        if let Some((video, _)) = &part_of {
+            sqlx::query("DELETE FROM jobs WHERE video_id = $1 AND kind <> 'process_video'")
+                .bind(video)
+                .execute(&mut *tx)
+                .await?;
+            let process: Option<String> = sqlx::query_scalar(
+                "UPDATE jobs SET state = 'failed' WHERE video_id = $1 AND kind = 'process_video' \
+                 RETURNING id",
+            )
+            .bind(video)
+            .fetch_optional(&mut *tx)
+            .await?;
+            id = process
+                .ok_or_else(|| {
+                    corrupt(
+                        "jobs",
+                        format!("video {video} has chunks but no processing job"),
+                    )
+                })?
+                .parse()
+                .map_err(|e| corrupt("jobs", e))?;
+        }
         let video: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $2, last_error = NULL, \
              lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \

@@ -391,6 +391,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retrying_a_failed_chunk_starts_the_video_over_from_its_split() {
+        each_backend(|db| async move {
+            let video = split(&db, 2).await;
+            let chunk = db.claim_job("a", 10, 1000).await.unwrap().unwrap();
+            db.fail_video(video, "chunk failed", 20).await.unwrap();
+            let crate::admin::Retried::Queued(again) = db.retry_job(chunk.id, 30).await.unwrap()
+            else {
+                panic!("not requeued");
+            };
+            assert_eq!(again.kind, "process_video");
+            assert_eq!(
+                db.chunk_counts(video).await.unwrap(),
+                ChunkCounts::default()
+            );
+            assert_eq!(
+                db.video(video).await.unwrap().unwrap().status,
+                VideoStatus::Queued
+            );
+            let j = db.claim_job("b", 40, 1000).await.unwrap().unwrap();
+            assert_eq!((j.kind, j.video_id), (JobKind::ProcessVideo, video));
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn the_video_bar_is_the_average_over_chunks_and_never_moves_back() {
         each_backend(|db| async move {
             let video = split(&db, 2).await;

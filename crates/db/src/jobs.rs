@@ -289,7 +289,9 @@ impl Db {
 
     /// The last error and attempt count of a video's job, for diagnostics.
     pub async fn job_state(&self, video: VideoId) -> Result<Option<(String, u32, Option<String>)>> {
-        let row = sqlx::query("SELECT state, attempts, last_error FROM jobs WHERE video_id = $1")
+        let row = sqlx::query(
+            "SELECT state, attempts, last_error FROM jobs WHERE video_id = $1 AND kind = 'process_video'",
+        )
             .bind(video.to_string())
             .fetch_optional(&self.pool)
             .await?;

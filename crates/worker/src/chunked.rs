@@ -193,6 +193,23 @@ fn chunk_folder(chunk: u32) -> String {
     format!("chunks/c{chunk}")
 }
 
+/// Removes what an attempt that lost its lease staged (another worker owns the step now, and
+/// a stitch may already have published without it).
+pub(crate) async fn discard_attempt(ctx: &WorkerContext, job: &Job) {
+    let folder = match (job.kind, job.chunk) {
+        (JobKind::EncodeChunk, Some(c)) => format!("{}/a{}", chunk_folder(c), job.attempt),
+        (JobKind::EncodeAudio, _) => format!("chunks/audio/a{}", job.attempt),
+        _ => return,
+    };
+    if let Ok(prefix) = keys::video_object(job.video_id, &folder) {
+        match ctx.store.delete_prefix(&prefix).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "removed what the lost attempt staged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not remove a lost attempt's staging"),
+        }
+    }
+}
+
 /// Encodes, packages, checks and promotes one chunk; returns its result for the record.
 pub(crate) async fn encode_chunk(
     ctx: &WorkerContext,

@@ -201,6 +201,7 @@ async fn run_job(ctx: &Arc<WorkerContext>, job: Job, shutdown: &CancellationToke
         }
         Err(Error::LeaseLost) => {
             tracing::warn!("lease lost; attempt abandoned");
+            chunked::discard_attempt(ctx, &job).await;
             metrics::counter!("oxcast_jobs_total", "outcome" => "lease_lost").increment(1);
             return;
         }

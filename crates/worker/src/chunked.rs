@@ -173,6 +173,19 @@ pub(crate) fn split(
     Ok(Some(tasks))
 }
 
+/// A packaged rendition's segments as the chunk checks see them.
+fn timeline(p: &PackagedRendition) -> Vec<ChunkSegment> {
+    p.segments
+        .iter()
+        .map(|g| ChunkSegment {
+            number: g.number,
+            start: g.start,
+            duration: g.duration,
+            samples: g.samples,
+        })
+        .collect()
+}
+
 fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("task types serialise")
 }
@@ -290,20 +303,20 @@ pub(crate) async fn encode_chunk(
         )
         .await?;
         let frame_duration = place.frame_duration(packaged.track.timescale).unwrap_or(0);
-        let segments: Vec<ChunkSegment> = packaged
-            .segments
-            .iter()
-            .map(|g| ChunkSegment {
-                number: g.number,
-                start: g.start,
-                duration: g.duration,
-                samples: g.samples,
-            })
-            .collect();
+        let segments = timeline(&packaged);
         // A chunk that is not exactly the stretch it stands for is retried, never published.
-        chunks::check_chunk_output(chunk, &segments, frame_duration, s.total_frames).map_err(
-            |e| Error::ChunkCheck(format!("{} rendition {}: {e}", job.kind.as_str(), r.name)),
-        )?;
+        // The source's tail is only an estimate (a probed duration): a second's slack there.
+        let tail_tolerance = rate.fps().ceil() as u64;
+        chunks::check_chunk_output(
+            chunk,
+            &segments,
+            frame_duration,
+            s.total_frames,
+            tail_tolerance,
+        )
+        .map_err(|e| {
+            Error::ChunkCheck(format!("{} rendition {}: {e}", job.kind.as_str(), r.name))
+        })?;
         renditions.push(packaged);
     }
     let counts: Vec<u64> = renditions
@@ -457,16 +470,7 @@ pub(crate) async fn stitch(
                 })?;
             whole.segments.extend(r.segments.iter().cloned());
         }
-        let segments: Vec<ChunkSegment> = whole
-            .segments
-            .iter()
-            .map(|g| ChunkSegment {
-                number: g.number,
-                start: g.start,
-                duration: g.duration,
-                samples: g.samples,
-            })
-            .collect();
+        let segments = timeline(&whole);
         chunks::check_continuous(&segments, FIRST_SEGMENT_NUMBER)
             .map_err(|e| Error::ChunkCheck(format!("rendition {}: {e}", rung.name)))?;
         video.push((whole, rung.clone()));

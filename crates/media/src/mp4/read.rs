@@ -262,3 +262,39 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+/// The top-level `moof` boxes of a fragment's bytes (`[styp|sidx|prft|emsg]* moof mdat`, as
+/// [`super::SplitEvent::Fragment`] gives them); every other box is skipped, and a box that runs
+/// past the end is an error.
+pub(crate) fn top_level_moofs(fragment: &[u8]) -> Result<Vec<BoxRef<'_>>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < fragment.len() {
+        let h = read_header(&fragment[pos..], pos)?.ok_or(Error::Incomplete {
+            offset: pos,
+            len: fragment.len() - pos,
+            what: "truncated box",
+        })?;
+        let size = h.size.unwrap_or((fragment.len() - pos) as u64);
+        let end = usize::try_from(size)
+            .ok()
+            .and_then(|s| pos.checked_add(s))
+            .filter(|&e| e <= fragment.len() && size >= h.header_len as u64)
+            .ok_or(Error::Truncated {
+                box_type: h.typ,
+                offset: pos,
+                needed: size,
+                available: fragment.len() - pos,
+            })?;
+        if &h.typ.0 == b"moof" {
+            out.push(BoxRef {
+                typ: h.typ,
+                offset: pos,
+                body_offset: pos + h.header_len,
+                body: &fragment[pos + h.header_len..end],
+            });
+        }
+        pos = end;
+    }
+    Ok(out)
+}

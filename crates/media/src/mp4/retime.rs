@@ -4,7 +4,7 @@
 //! an absolute time (`trun` offsets are relative to `moof` with `default-base-is-moof`), so the
 //! patch is in place: no box grows, no offset moves.
 
-use super::read::{read_header, BoxRef};
+use super::read::{top_level_moofs, BoxRef};
 use crate::{Error, Result};
 
 /// Adds `decode_offset` (timescale units) to the `tfdt` and `sequence_offset` to the `mfhd` of
@@ -18,34 +18,8 @@ pub fn retime_fragment(
 ) -> Result<()> {
     // Positions first (reading borrows the bytes), then the writes.
     let mut patches: Vec<Patch> = Vec::new();
-    let mut pos = 0;
-    while pos < fragment.len() {
-        let h = read_header(&fragment[pos..], pos)?.ok_or(Error::Incomplete {
-            offset: pos,
-            len: fragment.len() - pos,
-            what: "truncated box",
-        })?;
-        let size = h.size.unwrap_or((fragment.len() - pos) as u64);
-        let end = usize::try_from(size)
-            .ok()
-            .and_then(|s| pos.checked_add(s))
-            .filter(|&e| e <= fragment.len() && size >= h.header_len as u64)
-            .ok_or(Error::Truncated {
-                box_type: h.typ,
-                offset: pos,
-                needed: size,
-                available: fragment.len() - pos,
-            })?;
-        if &h.typ.0 == b"moof" {
-            let moof = BoxRef {
-                typ: h.typ,
-                offset: pos,
-                body_offset: pos + h.header_len,
-                body: &fragment[pos + h.header_len..end],
-            };
-            find_patches(&moof, &mut patches)?;
-        }
-        pos = end;
+    for moof in top_level_moofs(fragment)? {
+        find_patches(&moof, &mut patches)?;
     }
     for p in patches {
         match p {

@@ -9,52 +9,26 @@
 //! The cure is the layout ffmpeg's own `-f dash` muxer writes: non-negative offsets in every
 //! fragment and one edit list in the init segment moving the first frame to time zero.
 
-use super::read::{read_header, BoxRef};
-use crate::{Error, Result};
+use super::read::{top_level_moofs, BoxRef};
+use crate::Result;
 
 /// Checks that no sample of the fragment (`moof` and its neighbours, as
 /// [`super::SplitEvent::Fragment`] gives it) has a negative composition offset. The error names
 /// the `trun`, its byte offset within `fragment`, the sample and the offset.
 pub fn check_dash_timing(fragment: &[u8]) -> Result<()> {
-    let mut pos = 0;
-    while pos < fragment.len() {
-        let h = read_header(&fragment[pos..], pos)?.ok_or(Error::Incomplete {
-            offset: pos,
-            len: fragment.len() - pos,
-            what: "truncated box",
-        })?;
-        let size = h.size.unwrap_or((fragment.len() - pos) as u64);
-        let end = usize::try_from(size)
-            .ok()
-            .and_then(|s| pos.checked_add(s))
-            .filter(|&e| e <= fragment.len() && size >= h.header_len as u64)
-            .ok_or(Error::Truncated {
-                box_type: h.typ,
-                offset: pos,
-                needed: size,
-                available: fragment.len() - pos,
-            })?;
-        if &h.typ.0 == b"moof" {
-            let moof = BoxRef {
-                typ: h.typ,
-                offset: pos,
-                body_offset: pos + h.header_len,
-                body: &fragment[pos + h.header_len..end],
-            };
-            for traf in moof.children() {
-                let traf = traf?;
-                if &traf.typ.0 != b"traf" {
-                    continue;
-                }
-                for trun in traf.children() {
-                    let trun = trun?;
-                    if &trun.typ.0 == b"trun" {
-                        check_trun(&trun)?;
-                    }
+    for moof in top_level_moofs(fragment)? {
+        for traf in moof.children() {
+            let traf = traf?;
+            if &traf.typ.0 != b"traf" {
+                continue;
+            }
+            for trun in traf.children() {
+                let trun = trun?;
+                if &trun.typ.0 == b"trun" {
+                    check_trun(&trun)?;
                 }
             }
         }
-        pos = end;
     }
     Ok(())
 }

@@ -247,36 +247,12 @@ impl Db {
 mod tests {
     use super::*;
     use crate::testing::each_backend;
-    use crate::uploads::NewUpload;
-    use crate::{UploadPart, VideoStatus};
+    use crate::VideoStatus;
 
     /// A video whose processing job is leased to "planner" and split into `chunks` chunk jobs
     /// and one audio job.
     async fn split(db: &Db, chunks: u32) -> VideoId {
-        let (v, up) = db
-            .create_upload(
-                &NewUpload {
-                    title: "t",
-                    filename: "f",
-                    size: 1,
-                    part_size: 1,
-                    expires_at: 9,
-                },
-                0,
-            )
-            .await
-            .unwrap();
-        let part = UploadPart {
-            part_number: 1,
-            size: 1,
-            etag: "e".into(),
-            object: None,
-        };
-        db.put_part(up.id, &part, 0).await.unwrap();
-        db.complete_upload(up.id, &[(1, "e".into())], 2, 0)
-            .await
-            .unwrap()
-            .unwrap();
+        let video = crate::testing::queued_video(db, 2).await;
         let plan = db.claim_job("planner", 1, 1000).await.unwrap().unwrap();
         assert_eq!(plan.kind, JobKind::ProcessVideo);
         let mut tasks: Vec<NewTask> = (0..chunks)
@@ -294,7 +270,7 @@ mod tests {
         assert!(db.split_job(&plan, &tasks, 2).await.unwrap());
         // Splitting twice (a retried call) is refused: the lease is gone with the job.
         assert!(!db.split_job(&plan, &tasks, 3).await.unwrap());
-        v.id
+        video
     }
 
     #[tokio::test]

@@ -310,42 +310,9 @@ impl Db {
 mod tests {
     use super::*;
     use crate::testing::each_backend;
-    use crate::uploads::NewUpload;
-    use crate::{UploadPart, VideoStatus};
+    use crate::VideoStatus;
 
-    /// A video with a completed upload and one queued job, at time 0.
-    async fn queued(db: &Db, max_attempts: u32) -> VideoId {
-        let (v, up) = db
-            .create_upload(
-                &NewUpload {
-                    title: "t",
-                    filename: "f",
-                    size: 1,
-                    part_size: 1,
-                    expires_at: 9,
-                },
-                0,
-            )
-            .await
-            .unwrap();
-        db.put_part(
-            up.id,
-            &UploadPart {
-                part_number: 1,
-                size: 1,
-                etag: "e".into(),
-                object: None,
-            },
-            0,
-        )
-        .await
-        .unwrap();
-        db.complete_upload(up.id, &[(1, "e".into())], max_attempts, 0)
-            .await
-            .unwrap()
-            .unwrap();
-        v.id
-    }
+    use crate::testing::queued_video as queued;
 
     #[tokio::test]
     async fn a_leased_job_is_invisible_until_its_lease_expires() {

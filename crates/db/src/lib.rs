@@ -267,6 +267,30 @@ pub(crate) mod testing {
             .unwrap()
     }
 
+    /// A video with a completed one-part upload and its processing job queued, at time 0.
+    pub async fn queued_video(db: &Db, max_attempts: u32) -> oxcast_base::VideoId {
+        let new = crate::NewUpload {
+            title: "t",
+            filename: "f",
+            size: 1,
+            part_size: 1,
+            expires_at: 9,
+        };
+        let (v, up) = db.create_upload(&new, 0).await.unwrap();
+        let part = crate::UploadPart {
+            part_number: 1,
+            size: 1,
+            etag: "e".into(),
+            object: None,
+        };
+        db.put_part(up.id, &part, 0).await.unwrap();
+        db.complete_upload(up.id, &[(1, "e".into())], max_attempts, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        v.id
+    }
+
     /// Runs `test` on a fresh SQLite database, then on a fresh PostgreSQL one.
     pub async fn each_backend<F, Fut>(test: F)
     where

@@ -269,6 +269,34 @@ pub async fn put_part(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    match admit_part(&state, &upload_id, &part_number, q, addr, &headers).await {
+        Ok(admitted) => store_part(&state, admitted, body).await,
+        Err(e) => {
+            drain_refused(body, &headers, state.config.upload.part_size).await;
+            Err(e)
+        }
+    }
+}
+
+/// A part PUT that passed every check made before its body is read.
+struct Admitted {
+    id: UploadId,
+    n: u32,
+    expected: u64,
+    part_size: u64,
+    _permit: crate::limits::Permit,
+}
+
+/// The checks made before a part's body is read: signature, load, the upload's state, and the
+/// declared length.
+async fn admit_part(
+    state: &AppState,
+    upload_id: &str,
+    part_number: &str,
+    q: PartQuery,
+    addr: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> ApiResult<Admitted> {
     // Anything malformed in a signed URL is a bad signature, not a hint about what exists.
     let forbidden = || ApiError::Forbidden("the part URL's signature is not valid".into());
     let id: UploadId = upload_id.parse().map_err(|_| forbidden())?;
@@ -307,21 +335,65 @@ pub async fn put_part(
         ))
     })?;
     let part_size = upload.part_size;
-    let too_large = move |got: u64| {
-        ApiError::TooLarge(format!(
-            "part {n} must be {expected} bytes (part_size {part_size}); got {got} or more"
-        ))
-    };
-    if let Some(len) = headers
+    if let Some(len) = content_length(headers) {
+        if len > expected {
+            return Err(too_large(n, expected, part_size, len));
+        }
+    }
+    Ok(Admitted {
+        id,
+        n,
+        expected,
+        part_size,
+        _permit,
+    })
+}
+
+fn too_large(n: u32, expected: u64, part_size: u64, got: u64) -> ApiError {
+    ApiError::TooLarge(format!(
+        "part {n} must be {expected} bytes (part_size {part_size}); got {got} or more"
+    ))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > expected {
-            return Err(too_large(len));
+}
+
+/// Reads and discards the body of a refused part PUT, so the client reads the refusal.
+///
+/// Answering before the body is read and then closing the connection makes the client fail
+/// writing the rest of the body (a broken pipe, or a reset that discards the answer) before it
+/// sees the status: a browser reports a network error instead of "the upload is already
+/// complete", "the URL has expired" or "retry shortly". This is the lingering close of nginx
+/// and Apache, bounded: at most two parts' worth is read (a body declared larger is refused as
+/// it stands), and the server's body idle timeout bounds how long a stalled one is waited for.
+async fn drain_refused(body: Body, headers: &HeaderMap, max_part: u64) {
+    let cap = max_part.saturating_mul(2);
+    if content_length(headers).is_some_and(|len| len > cap) {
+        return;
+    }
+    let mut stream = body.into_data_stream();
+    let mut read = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        read += chunk.len() as u64;
+        if read > cap {
+            return;
         }
     }
+}
 
+/// Streams an admitted part's body to storage and records it.
+async fn store_part(state: &AppState, a: Admitted, body: Body) -> ApiResult<Response> {
+    let Admitted {
+        id,
+        n,
+        expected,
+        part_size,
+        _permit,
+    } = a;
     let object = hex::encode(rand::random::<[u8; 8]>());
     let key = keys::upload_part(id, n, Some(&object));
     let md5 = std::sync::Arc::new(std::sync::Mutex::new(Md5::new()));
@@ -331,7 +403,7 @@ pub async fn put_part(
         let chunk = chunk.map_err(|e| body_error(n, &e))?;
         received += chunk.len() as u64;
         if received > expected {
-            return Err(too_large(received));
+            return Err(too_large(n, expected, part_size, received));
         }
         hasher
             .lock()

@@ -17,6 +17,7 @@ threads=${OXCAST_TEST_THREADS:-2}
 status=0
 cargo test --workspace --no-fail-fast -- --test-threads "$threads" || status=$?
 echo "== cargo test: the VOD and live suites again on PostgreSQL + S3"
-OXCAST_TEST_BACKEND=scaleout cargo test -p oxcast --no-fail-fast --test vod --test live \
+# `--workspace`, as above, so that features resolve as they did and nothing is rebuilt.
+OXCAST_TEST_BACKEND=scaleout cargo test --workspace --no-fail-fast --test vod --test live \
   -- --test-threads "$threads" || status=$?
 exit "$status"

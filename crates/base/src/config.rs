@@ -250,6 +250,35 @@ pub struct TranscodeConfig {
     /// A video longer than this (rounded to whole segments) is encoded in chunks of this
     /// length, each a job any worker may lease, plus one audio job; shorter ones are one job.
     pub chunk_s: f64,
+    /// The VOD ladder's candidate rungs; those taller than the source are dropped (never an
+    /// upscale), and the smallest is kept only when fewer than two would remain.
+    pub ladder: Vec<LadderRung>,
+}
+
+/// One candidate VOD rendition: `{ short_side = 720, kbps = 2800 }` is "720p" at 2.8 Mbit/s.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LadderRung {
+    /// The short side of the displayed picture, in pixels: 720 for 1280x720 and 720x1280.
+    pub short_side: u32,
+    /// Target video bitrate, kbit/s (the VBV caps are derived from it).
+    pub kbps: u32,
+}
+
+impl LadderRung {
+    /// The default ladder: 1080p down to 240p.
+    pub fn defaults() -> Vec<LadderRung> {
+        [
+            (1080, 4500),
+            (720, 2800),
+            (480, 1400),
+            (360, 800),
+            (240, 400),
+        ]
+        .into_iter()
+        .map(|(short_side, kbps)| LadderRung { short_side, kbps })
+        .collect()
+    }
 }
 
 impl Default for Config {
@@ -331,6 +360,7 @@ impl Default for TranscodeConfig {
             segment_s: 4.0,
             audio_bitrate: 128_000,
             chunk_s: 60.0,
+            ladder: LadderRung::defaults(),
         }
     }
 }
@@ -422,6 +452,7 @@ impl Config {
                 t.segment_s, t.chunk_s
             ));
         }
+        validate_ladder(&t.ladder)?;
         if self.roles.has(Role::Ingest) != self.roles.has(Role::Live) {
             return Err(
                 "the ingest and live roles run in one process for now (the ingest hands the \
@@ -438,6 +469,38 @@ impl Config {
             .as_deref()
             .or(self.upload.signing_key.as_deref())
     }
+}
+
+/// Every rung a real picture size and bitrate, each short side once.
+fn validate_ladder(ladder: &[LadderRung]) -> Result<(), String> {
+    if ladder.is_empty() {
+        return Err(
+            "transcode.ladder needs at least one rung, e.g. [{ short_side = 720, kbps = 2800 }]"
+                .into(),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in ladder {
+        if !(2..=8640).contains(&r.short_side) {
+            return Err(format!(
+                "transcode.ladder: short_side {} is not a picture size (2 to 8640 pixels)",
+                r.short_side
+            ));
+        }
+        if !(16..=500_000).contains(&r.kbps) {
+            return Err(format!(
+                "transcode.ladder: the {}p rung's kbps {} is not a video bitrate (16 to 500000 kbit/s)",
+                r.short_side, r.kbps
+            ));
+        }
+        if !seen.insert(r.short_side) {
+            return Err(format!(
+                "transcode.ladder: {}p is listed twice",
+                r.short_side
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -500,6 +563,60 @@ mod tests {
         assert!(c.validate().is_ok());
         c.transcode.segment_s = 0.0;
         assert!(c.validate().unwrap_err().contains("transcode.segment_s"));
+    }
+
+    #[test]
+    fn the_vod_ladder_is_configurable_from_the_file_or_env_and_checked() {
+        Jail::expect_with(|jail| {
+            assert_eq!(Config::load(None).unwrap().transcode.ladder.len(), 5);
+            jail.create_file(
+                "o.toml",
+                "[[transcode.ladder]]\nshort_side = 720\nkbps = 3000\n\n\
+                 [[transcode.ladder]]\nshort_side = 360\nkbps = 700\n",
+            )?;
+            let c = Config::load(Some(Path::new("o.toml"))).unwrap();
+            let rung = |short_side, kbps| LadderRung { short_side, kbps };
+            assert_eq!(c.transcode.ladder, vec![rung(720, 3000), rung(360, 700)]);
+            jail.set_env(
+                "OXCAST_TRANSCODE__LADDER",
+                "[{short_side=1080, kbps=4500}, {short_side=240, kbps=300}]",
+            );
+            let c = Config::load(Some(Path::new("o.toml"))).unwrap();
+            assert_eq!(c.transcode.ladder, vec![rung(1080, 4500), rung(240, 300)]);
+            jail.set_env("OXCAST_TRANSCODE__LADDER", "[{short_side=1080, mbps=4}]");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("mbps"), "{e}");
+            Ok(())
+        });
+        let mut c = Config::default();
+        let rung = |short_side, kbps| LadderRung { short_side, kbps };
+        for (ladder, want) in [
+            (vec![], "at least one rung"),
+            (vec![rung(0, 800)], "short_side 0"),
+            (vec![rung(720, 0)], "720p rung's kbps 0"),
+            (
+                vec![rung(720, 2800), rung(720, 1000)],
+                "720p is listed twice",
+            ),
+        ] {
+            c.transcode.ladder = ladder;
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("transcode.ladder") && e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_readmes_example_configuration_is_the_default_one() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block") + 8;
+        let block = &readme[start..];
+        let block = &block[..block.find("```").unwrap()];
+        Jail::expect_with(|jail| {
+            jail.create_file("readme.toml", block)?;
+            let c = Config::load(Some(Path::new("readme.toml"))).unwrap();
+            assert_eq!(c, Config::default(), "README.md's example is the defaults");
+            Ok(())
+        });
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub(crate) async fn process(
         rotation: probe.rotation,
     };
     let poster = work.join("poster.jpg");
-    let rungs = ladder::build_ladder(&src, &ladder::LadderSpec::default());
+    let rungs = ladder::build_ladder(&src, &ladder_spec(&cfg.transcode.ladder));
     if rungs.is_empty() {
         return Err(Error::Rejected("no rendition fits this source".into()));
     }
@@ -394,9 +394,25 @@ fn mpd(
     .render()
 }
 
+/// The configured ladder as the ladder maths takes it (bits/s).
+fn ladder_spec(ladder: &[oxcast_base::config::LadderRung]) -> ladder::LadderSpec {
+    ladder::LadderSpec {
+        rungs: ladder
+            .iter()
+            .map(|r| (r.short_side, r.kbps.saturating_mul(1000)))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configured_default_ladder_is_the_standard_one() {
+        let defaults = oxcast_base::config::LadderRung::defaults();
+        assert_eq!(ladder_spec(&defaults), ladder::LadderSpec::default());
+    }
 
     #[test]
     fn dash_frame_rates() {

@@ -112,6 +112,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             axum::routing::post(live::reset_key),
         )
         .route("/live-streams/{id}/latency", get(live::latency))
+        .route("/live-streams/{id}/health", get(live::health))
         .route("/admin/jobs", get(admin::jobs))
         .route(
             "/admin/jobs/{job_id}/retry",
@@ -159,6 +160,10 @@ pub fn router(state: AppState, routes: Routes) -> Router {
     }
     if routes.live {
         app = app
+            .route(
+                "/live/{stream_id}/watching",
+                axum::routing::post(live::watching).layer(DefaultBodyLimit::max(1024)),
+            )
             .route("/live/{stream_id}/{file}", get(live::stable))
             .route(
                 "/live/{stream_id}/{session_id}/{rendition}/{file}",

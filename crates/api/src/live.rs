@@ -303,6 +303,154 @@ pub async fn latency(
     })))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct HealthQuery {
+    /// Only samples after this time (epoch ms).
+    since: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublisherView {
+    /// `rtmp` or `srt`.
+    pub protocol: String,
+    pub address: String,
+    pub video_codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub audio_codec: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SampleView {
+    /// End of the second, epoch ms.
+    pub t: i64,
+    pub ingest_kbps: f64,
+    pub fps: f64,
+    pub encoder_speed: f64,
+    pub dropped_frames: u64,
+    pub keyframe_interval_s: Option<f64>,
+    pub viewers: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertView {
+    /// `no_keyframe`, `encoder_slow`, `bitrate_high` or `bitrate_low`.
+    pub kind: String,
+    pub message: String,
+    pub since: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthHistory {
+    /// `idle`, `live`, `reconnecting` (within the grace period) or `ended`.
+    pub state: String,
+    pub session_id: Option<String>,
+    pub started_at: Option<String>,
+    pub publisher: Option<PublisherView>,
+    /// The latest sample, while live.
+    pub current: Option<SampleView>,
+    /// One per second of the current (or last) session, oldest first, the last 30 minutes.
+    pub samples: Vec<SampleView>,
+    pub alerts: Vec<AlertView>,
+    /// A viewer counts this long after its last heartbeat.
+    pub viewer_window_s: f64,
+}
+
+fn sample_view(s: &oxcast_live::health::Sample) -> SampleView {
+    SampleView {
+        t: s.t_ms,
+        ingest_kbps: s.ingest_kbps,
+        fps: s.fps,
+        encoder_speed: s.encoder_speed,
+        dropped_frames: s.dropped_frames,
+        keyframe_interval_s: s.keyframe_interval_s,
+        viewers: s.viewers,
+    }
+}
+
+/// The streamer's dashboard: state, publisher, one sample per second (bitrate, fps, encoder
+/// speed, dropped frames, keyframe interval, viewers) and the alerts in force.
+#[utoipa::path(get, operation_id = "getLiveStreamHealth", path = "/api/v1/live-streams/{id}/health",
+    params(("id" = String, Path), ("since" = Option<i64>, Query, description = "only samples after this epoch ms")),
+    responses((status = 200, body = HealthHistory), (status = 404)))]
+pub async fn health(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HealthQuery>,
+) -> ApiResult<Json<HealthHistory>> {
+    let s = stream(&state, &id).await?;
+    let h = live(&state)?.health(s.id, q.since);
+    Ok(Json(HealthHistory {
+        state: h.state.as_str().into(),
+        session_id: h.session_id.map(|i| i.to_string()),
+        started_at: h.started_at_ms.map(rfc3339),
+        publisher: h.publisher.map(|p| PublisherView {
+            protocol: p.protocol,
+            address: p.address.to_string(),
+            video_codec: p.video_codec,
+            width: p.width,
+            height: p.height,
+            fps: (p.fps * 100.0).round() / 100.0,
+            audio_codec: p.audio_codec,
+        }),
+        current: h.current.as_ref().map(sample_view),
+        samples: h.samples.iter().map(sample_view).collect(),
+        alerts: h
+            .alerts
+            .into_iter()
+            .map(|a| AlertView {
+                kind: a.kind.as_str().into(),
+                message: a.message,
+                since: rfc3339(a.since_ms),
+            })
+            .collect(),
+        viewer_window_s: oxcast_live::viewers::WINDOW_MS as f64 / 1000.0,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Watching {
+    /// The viewer's id, random and kept for the browser tab.
+    session: String,
+    /// The page is closing.
+    #[serde(default)]
+    leaving: bool,
+}
+
+/// A viewer's heartbeat (`POST /live/{stream}/watching`): no token (viewers have none), never
+/// cached, so it reaches the origin through any CDN.
+pub async fn watching(
+    State(state): State<AppState>,
+    Path(stream_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(live) = state.live.as_ref() else {
+        return live_error(LiveError::NotLive);
+    };
+    let Ok(stream) = stream_id.parse::<StreamId>() else {
+        return live_error(LiveError::NotFound("stream".into()));
+    };
+    // sendBeacon may send the JSON as text/plain: the body is read as JSON whatever its type.
+    let w: Watching = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => {
+            return live_error(LiveError::BadRequest(format!(
+                "expected {{\"session\": \"…\"}}: {e}"
+            )))
+        }
+    };
+    match live.viewer_beat(stream, &w.session, w.leaving) {
+        Ok(()) => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => live_error(e),
+    }
+}
+
 /// Viewers asking too early, too late or for nothing are routine (DEBUG); only the server's own
 /// failures are errors.
 fn live_error(e: LiveError) -> Response {
@@ -310,6 +458,7 @@ fn live_error(e: LiveError) -> Response {
         LiveError::NotLive | LiveError::NotFound(_) => StatusCode::NOT_FOUND,
         LiveError::Starting | LiveError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         LiveError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        LiveError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -23,6 +23,7 @@ use crate::{admin, live, uploads, videos};
         live::get,
         live::reset_key,
         live::delete,
+        live::health,
         admin::jobs,
         admin::retry
     ),
@@ -40,6 +41,10 @@ use crate::{admin, live, uploads, videos};
         live::CurrentSession,
         live::SessionView,
         live::Health,
+        live::HealthHistory,
+        live::SampleView,
+        live::AlertView,
+        live::PublisherView,
         videos::VideoView,
         videos::ChunksView,
         videos::VideoList,

@@ -41,6 +41,7 @@
 
 mod error;
 pub mod flv;
+pub mod keyframes;
 mod noise;
 pub use oxcast_base::ratelog;
 mod rtmp;

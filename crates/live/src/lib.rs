@@ -10,8 +10,12 @@
 //! segments become an ordinary video, with no re-encoding.
 
 pub mod encoder;
+pub mod health;
+mod monitor;
 mod probe;
 mod session;
 pub mod state;
+pub mod viewers;
 
+pub use monitor::{HealthView, LiveState, Publisher};
 pub use session::{LatencyStats, LiveError, LiveHandler, LiveManager, LiveStatus, RefusedPublish};

@@ -19,6 +19,9 @@ pub(crate) struct SourceProbe {
     pub source: SourceVideo,
     pub frame_rate: f64,
     pub has_audio: bool,
+    /// ffprobe's codec names, for the dashboard: `h264`, `aac`.
+    pub video_codec: String,
+    pub audio_codec: Option<String>,
 }
 
 /// What ffprobe made of a stream's first bytes.
@@ -104,7 +107,8 @@ pub(crate) fn parse_probe(json: &[u8]) -> Probed {
     let Some(streams) = v["streams"].as_array() else {
         return Probed::Unreadable;
     };
-    let has_audio = streams.iter().any(|s| s["codec_type"] == "audio");
+    let audio = streams.iter().find(|s| s["codec_type"] == "audio");
+    let has_audio = audio.is_some();
     let Some(video) = streams.iter().find(|s| s["codec_type"] == "video") else {
         return if streams.is_empty() {
             Probed::Unreadable
@@ -138,6 +142,8 @@ pub(crate) fn parse_probe(json: &[u8]) -> Probed {
             .filter(|r| *r <= 240.0)
             .unwrap_or(30.0),
         has_audio,
+        video_codec: video["codec_name"].as_str().unwrap_or("unknown").to_string(),
+        audio_codec: audio.and_then(|a| a["codec_name"].as_str()).map(str::to_string),
     })
 }
 
@@ -148,9 +154,9 @@ mod tests {
     #[test]
     fn video_with_audio() {
         let json = br#"{"streams":[
-            {"codec_type":"video","width":640,"height":360,"avg_frame_rate":"30000/1001",
-             "side_data_list":[{"rotation":-90}]},
-            {"codec_type":"audio"}]}"#;
+            {"codec_type":"video","codec_name":"h264","width":640,"height":360,
+             "avg_frame_rate":"30000/1001","side_data_list":[{"rotation":-90}]},
+            {"codec_type":"audio","codec_name":"aac"}]}"#;
         let Probed::Video(p) = parse_probe(json) else {
             panic!("video expected")
         };
@@ -158,6 +164,7 @@ mod tests {
         assert_eq!(p.source.rotation, -90);
         assert!((p.frame_rate - 29.97).abs() < 0.01);
         assert!(p.has_audio);
+        assert_eq!((p.video_codec.as_str(), p.audio_codec.as_deref()), ("h264", Some("aac")));
     }
 
     #[test]
@@ -169,6 +176,7 @@ mod tests {
         };
         assert_eq!(p.frame_rate, 25.0);
         assert!(!p.has_audio);
+        assert_eq!((p.video_codec.as_str(), p.audio_codec), ("unknown", None));
         let json = br#"{"streams":[{"codec_type":"video","width":2,"height":2,
             "avg_frame_rate":"1000/1"}]}"#;
         let Probed::Video(p) = parse_probe(json) else {

@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::encoder::{self, EncoderPlan, EncoderStats, LiveOutput};
 use crate::probe::{probe_source, Probed, SourceProbe};
+use crate::monitor::{MediaMeter, Monitor, Publisher, ViewerBoard};
 use crate::state::{SessionState, AUDIO};
 
 /// Why a live request cannot be answered.
@@ -36,6 +37,9 @@ pub enum LiveError {
     BadRequest(String),
     #[error("the requested part did not appear in time")]
     Timeout,
+    /// A bounded table is full; retry later.
+    #[error("{0}")]
+    Busy(String),
     #[error("storage: {0}")]
     Store(#[from] oxcast_store::Error),
 }
@@ -71,8 +75,9 @@ pub struct LatencyStats {
     pub segments: Vec<f64>,
 }
 
-struct Session {
-    state: Mutex<SessionState>,
+pub(crate) struct Session {
+    pub(crate) state: Mutex<SessionState>,
+    pub(crate) monitor: Mutex<Monitor>,
     changed: watch::Sender<u64>,
     writer: mpsc::Sender<Write>,
     title: String,
@@ -113,11 +118,12 @@ const PROBE_WAIT: Duration = Duration::from_secs(5);
 pub struct LiveManager {
     db: Db,
     store: Store,
-    config: Arc<Config>,
-    clock: SharedClock,
+    pub(crate) config: Arc<Config>,
+    pub(crate) clock: SharedClock,
     scratch: PathBuf,
     slots: Mutex<HashMap<StreamId, Slot>>,
-    shutdown: CancellationToken,
+    pub(crate) viewers: Mutex<ViewerBoard>,
+    pub(crate) shutdown: CancellationToken,
 }
 
 fn live_ladder(src: &SourceVideo, cfg: &oxcast_base::config::LiveConfig) -> Vec<Rung> {
@@ -150,6 +156,7 @@ impl LiveManager {
             clock,
             scratch,
             slots: Mutex::new(HashMap::new()),
+            viewers: Mutex::new(ViewerBoard::default()),
             shutdown,
         })
     }
@@ -283,13 +290,14 @@ impl LiveManager {
                 self.config.live.part_s,
                 restored,
             )),
+            monitor: Mutex::new(Monitor::new()),
             changed: watch::channel(0).0,
             writer,
             title: String::new(),
         }))
     }
 
-    fn session(&self, stream: StreamId) -> Option<Arc<Session>> {
+    pub(crate) fn session(&self, stream: StreamId) -> Option<Arc<Session>> {
         self.slots
             .lock()
             .expect("slots")
@@ -505,6 +513,7 @@ impl LiveManager {
                 self.config.live.segment_s,
                 self.config.live.part_s,
             )),
+            monitor: Mutex::new(Monitor::new()),
             changed: watch::channel(0).0,
             writer,
             title,
@@ -524,6 +533,7 @@ impl LiveManager {
         resumed: Option<Arc<Session>>,
         generation: u64,
         mut media: MediaStream,
+        from: (&'static str, std::net::SocketAddr),
     ) {
         let stream = live_stream.id;
         let head = self.probe_head(&mut media).await;
@@ -531,7 +541,10 @@ impl LiveManager {
             (head, Some(session)) => (session, head),
             (Ok(head), None) if !self.shutdown.is_cancelled() => {
                 match self.open_session(&live_stream).await {
-                    Ok(session) => (session, Ok(head)),
+                    Ok(session) => {
+                        tokio::spawn(self.clone().run_monitor(session.clone(), stream));
+                        (session, Ok(head))
+                    }
                     Err(why) => return self.refuse_after_probe(stream, generation, why),
                 }
             }
@@ -547,7 +560,18 @@ impl LiveManager {
             }
         }
         let result = match head {
-            Ok(head) => self.encode_epoch(&session, media, head).await,
+            Ok(head) => {
+                session.monitor.lock().expect("monitor").publisher = Some(Publisher {
+                    protocol: from.0.to_string(),
+                    address: from.1,
+                    video_codec: head.probe.video_codec.clone(),
+                    width: head.probe.source.width,
+                    height: head.probe.source.height,
+                    fps: head.probe.frame_rate,
+                    audio_codec: head.probe.audio_codec.clone(),
+                });
+                self.encode_epoch(&session, media, head).await
+            }
             Err(why) => Err(why),
         };
         if let Err(e) = &result {
@@ -557,6 +581,12 @@ impl LiveManager {
             let mut st = session.state.lock().expect("state");
             st.publishing = false;
         }
+        session
+            .monitor
+            .lock()
+            .expect("monitor")
+            .health
+            .on_publisher_gone();
         session.bump();
         if !self.release(stream, generation) {
             return;
@@ -651,6 +681,8 @@ impl LiveManager {
             first_at,
         } = head;
         session.state.lock().expect("state").health.ingest_bytes += head.len() as u64;
+        let mut meter = MediaMeter::new(media.container, session.clone(), self.clock.clone());
+        meter.on_chunk(&head);
 
         let cfg = &self.config.live;
         let (rungs, epoch, session_id) = {
@@ -673,6 +705,13 @@ impl LiveManager {
                 }
                 st.set_renditions(&rungs, probe.has_audio);
             }
+            session.monitor.lock().expect("monitor").top_kbps = st
+                .renditions
+                .iter()
+                .filter_map(|r| r.rung.as_ref())
+                .map(|r| f64::from(r.video_bitrate) / 1000.0)
+                .reduce(f64::max)
+                .filter(|k| *k > 0.0);
             st.publishing = true;
             let rungs: Vec<Rung> = st
                 .renditions
@@ -750,6 +789,7 @@ impl LiveManager {
                     .health
                     .ingest_bytes += chunk.len() as u64;
                 metrics::counter!("oxcast_live_ingest_bytes_total").increment(chunk.len() as u64);
+                meter.on_chunk(&chunk);
                 if stdin.write_all(&chunk).await.is_err() {
                     break;
                 }
@@ -849,6 +889,7 @@ impl LiveManager {
             }
         }
         session.bump();
+        self.forget_viewers(stream_id_of(session));
         metrics::gauge!("oxcast_live_sessions_active").decrement(1.0);
         let (tx, rx) = oneshot::channel();
         let _ = session.writer.send(Write::Flush(tx)).await;
@@ -1042,11 +1083,21 @@ impl PublishHandler for LiveHandler {
         let span = tracing::info_span!("live", stream = %stream.id);
         let me = this.clone();
         tokio::spawn(
-            me.run_epoch(stream, resumed, generation, media)
-                .instrument(span),
+            me.run_epoch(
+                stream,
+                resumed,
+                generation,
+                media,
+                (req.protocol.as_str(), req.peer),
+            )
+            .instrument(span),
         );
         Ok(())
     }
+}
+
+fn stream_id_of(session: &Session) -> StreamId {
+    session.state.lock().expect("state").stream_id
 }
 
 /// Stores objects in order, off the listing path.

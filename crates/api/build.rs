@@ -1,6 +1,7 @@
-//! Embeds the player bundles that `npm ci` put in web/node_modules. When they are missing the
-//! binary still builds, and the watch page reports that the front-end dependencies were not
-//! installed instead of failing silently.
+//! Embeds the vendor bundles that `npm ci` put in web/node_modules: the players (hls.js,
+//! dash.js) and the dashboard's charts (uPlot, script and stylesheet). When one is missing the
+//! binary still builds, and the page that needs it reports that the front-end dependencies were
+//! not installed instead of failing silently.
 
 use std::path::PathBuf;
 
@@ -13,6 +14,11 @@ fn main() {
             "dash.all.min.js",
             "node_modules/dashjs/dist/modern/umd/dash.all.min.js",
         ),
+        (
+            "uPlot.iife.min.js",
+            "node_modules/uplot/dist/uPlot.iife.min.js",
+        ),
+        ("uPlot.min.css", "node_modules/uplot/dist/uPlot.min.css"),
     ];
     for (name, rel) in bundles {
         let src = root.join(rel);
@@ -22,19 +28,23 @@ fn main() {
             Ok(bytes) => std::fs::write(&dest, strip_source_map(&bytes)).unwrap(),
             Err(_) => {
                 println!(
-                    "cargo:warning={} not found: run `npm ci` in web/ (scripts/install.sh does) for the web player",
+                    "cargo:warning={} not found: run `npm ci` in web/ (scripts/deps.sh does) for the web UI's vendor bundles",
                     src.display()
                 );
-                let msg = format!(
-                    "console.error('oxcast was built without {name}: run npm ci in web/ and rebuild');"
-                );
+                let msg = if name.ends_with(".css") {
+                    format!("/* oxcast was built without {name}: run npm ci in web/ and rebuild */")
+                } else {
+                    format!(
+                        "console.error('oxcast was built without {name}: run npm ci in web/ and rebuild');"
+                    )
+                };
                 std::fs::write(&dest, msg).unwrap();
             }
         }
     }
 }
 
-/// The bundles end with a sourceMappingURL comment for a map we do not ship.
+/// The bundles may end with a sourceMappingURL comment for a map we do not ship.
 fn strip_source_map(bytes: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(bytes);
     match text.rfind("//# sourceMappingURL=") {

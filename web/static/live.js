@@ -1,5 +1,6 @@
 // Live viewer: low-latency HLS (hls.js) with DVR over the whole session, or
-// DASH (dash.js); a LIVE button, a quality menu and a stream-health panel.
+// DASH (dash.js); a LIVE button, a quality menu, a stream-health panel, and
+// viewer heartbeats (POST /live/{id}/watching) for the concurrent-viewer count.
 // Exposes `window.oxcastLive` for tests (see web/README.md).
 
 import { api, mountTokenWidget, formatDate, formatDuration, sleep } from './api.js';
@@ -30,6 +31,7 @@ import {
 
 const POLL_MS = 2000; // API health poll and idle playlist retry
 const TICK_MS = 500; // LIVE button / latency display refresh
+const HEARTBEAT_MS = 5000; // viewer heartbeat while starting / playing
 
 const $ = (id) => document.getElementById(id);
 const video = $('video');
@@ -283,6 +285,7 @@ async function startPlayer() {
   teardown();
   const gen = generation;
   phase = 'starting';
+  syncHeartbeat();
   watchedSession = meta?.current_session?.id ?? null;
   showMessage('');
   hideEnded();
@@ -309,6 +312,7 @@ async function startPlayer() {
     showMessage(err.message);
     phase = 'waiting';
   }
+  syncHeartbeat();
   quality.updateInfo();
 }
 
@@ -442,6 +446,7 @@ function onEndlist(gen) {
 
 function markEnded(text) {
   phase = 'ended';
+  syncHeartbeat();
   endedSession = watchedSession || meta?.current_session?.id || lastSession(meta)?.id || null;
   ui.endedText.textContent = text;
   setRecordingLink(ui.recordingLink);
@@ -469,6 +474,92 @@ video.addEventListener('ended', () => {
 });
 
 reportMediaErrors(video, () => Boolean(current), (text) => recordError(generation, true, text));
+
+// ---------------------------------------------------------------------------
+// Viewer heartbeats: POST /live/{id}/watching every 5 s while starting /
+// playing, a `leaving` beacon on pagehide. Concurrent viewers are counted at
+// the origin from these (a CDN collapses playlist requests). No API token.
+// ---------------------------------------------------------------------------
+
+const watchingUrl = () => `/live/${encodeURIComponent(streamId)}/watching`;
+let viewerSession = null;
+let heartbeatTimer = 0;
+let heartbeatSent = false; // at least one heartbeat went out (so `leaving` means something)
+let heartbeatWarned = false;
+let unloaded = false; // between pagehide and pageshow
+
+/** 32 random hex chars, the same for every load of this tab (sessionStorage). */
+function viewerId() {
+  if (viewerSession) return viewerSession;
+  const key = `oxcast.viewer.${streamId}`;
+  try {
+    const stored = sessionStorage.getItem(key);
+    if (stored && /^[0-9a-f]{32}$/.test(stored)) viewerSession = stored;
+  } catch {
+    /* storage unavailable: one id per page load */
+  }
+  if (!viewerSession) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    viewerSession = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    try {
+      sessionStorage.setItem(key, viewerSession);
+    } catch {
+      /* as above */
+    }
+  }
+  return viewerSession;
+}
+
+function warnHeartbeat(text) {
+  if (heartbeatWarned) return;
+  heartbeatWarned = true;
+  console.warn(`oxcast: viewer heartbeat failed (${text}); viewers may be under-counted`);
+}
+
+function sendHeartbeat() {
+  heartbeatSent = true;
+  fetch(watchingUrl(), {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ session: viewerId() }),
+    keepalive: true,
+    cache: 'no-store',
+  })
+    .then((res) => {
+      if (!res.ok) warnHeartbeat(`HTTP ${res.status}`);
+    })
+    .catch((err) => warnHeartbeat(err.message));
+}
+
+/**
+ * Starts or stops the heartbeat to match the phase. A background tab that plays is still a
+ * viewer (it is listening), so visibility does not matter; unloading does.
+ */
+function syncHeartbeat() {
+  const want = Boolean(streamId) && (phase === 'starting' || phase === 'playing') && !unloaded;
+  if (want && !heartbeatTimer) {
+    sendHeartbeat(); // once right away, then every 5 s
+    heartbeatTimer = setInterval(sendHeartbeat, HEARTBEAT_MS);
+  } else if (!want && heartbeatTimer) {
+    clearInterval(heartbeatTimer);
+    heartbeatTimer = 0;
+  }
+}
+
+window.addEventListener('pagehide', () => {
+  unloaded = true;
+  syncHeartbeat(); // stops it
+  if (heartbeatSent && navigator.sendBeacon) {
+    const body = new Blob([JSON.stringify({ session: viewerId(), leaving: true })], { type: 'application/json' });
+    navigator.sendBeacon(watchingUrl(), body);
+  }
+  heartbeatSent = false;
+});
+window.addEventListener('pageshow', (ev) => {
+  if (!ev.persisted) return; // back/forward cache: resume as the same viewer
+  unloaded = false;
+  syncHeartbeat();
+});
 
 // ---------------------------------------------------------------------------
 // Stream metadata + health (API, every 2 s)
@@ -600,6 +691,7 @@ async function main() {
   }
   setInterval(() => {
     updateLiveButton();
+    syncHeartbeat(); // follows phase changes (ended, waiting, …) within TICK_MS
     if (current) quality.updateInfo();
   }, TICK_MS);
   for (;;) {

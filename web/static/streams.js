@@ -1,5 +1,6 @@
 // Live streams page: create streams, show ingest settings (RTMP / SRT / OBS /
-// ffmpeg), reset keys, delete, and list past sessions (recordings).
+// ffmpeg), reset keys, delete, list past sessions (recordings), and link each
+// stream to its viewer page and its streamer dashboard.
 
 import { api, mountTokenWidget, formatDate, formatDuration, el } from './api.js';
 
@@ -233,7 +234,13 @@ function fillCard(entry, s) {
   const watch = el('a', `btn ${status === 'live' ? 'primary' : ''}`, status === 'live' ? 'Watch live ▸' : 'Viewer page ▸');
   watch.href = viewerHref;
   watch.dataset.testid = 'viewer-link';
-  head.append(titleBox, watch);
+  const dash = el('a', 'btn', 'Dashboard ▸');
+  dash.href = `${viewerHref}/dashboard`;
+  dash.dataset.testid = 'dashboard-link';
+  dash.title = 'Live health, charts and alerts for the streamer';
+  const links = el('div', 'stream-links');
+  links.append(dash, watch);
+  head.append(titleBox, links);
   li.append(head);
 
   entry.health = el('p', 'health-line small');

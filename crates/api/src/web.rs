@@ -1,4 +1,4 @@
-//! The web UI, embedded in the binary: pages and scripts from `web/`, players from npm.
+//! The web UI, embedded in the binary: pages and scripts from `web/`, players and charts from npm.
 
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
@@ -13,6 +13,7 @@ const WATCH: &str = include_str!("../../../web/watch.html");
 const STREAMS: &str = include_str!("../../../web/streams.html");
 const LIVE: &str = include_str!("../../../web/live.html");
 const ADMIN: &str = include_str!("../../../web/admin.html");
+const DASHBOARD: &str = include_str!("../../../web/dashboard.html");
 
 /// `(name, content type, body)` of everything under `/static/`.
 const STATIC: &[(&str, &str, &[u8])] = &[
@@ -23,6 +24,11 @@ const STATIC: &[(&str, &str, &[u8])] = &[
     ),
     ("api.js", JS, include_bytes!("../../../web/static/api.js")),
     ("app.js", JS, include_bytes!("../../../web/static/app.js")),
+    (
+        "dashboard.js",
+        JS,
+        include_bytes!("../../../web/static/dashboard.js"),
+    ),
     ("live.js", JS, include_bytes!("../../../web/static/live.js")),
     (
         "player.js",
@@ -46,7 +52,7 @@ const STATIC: &[(&str, &str, &[u8])] = &[
     ),
     (
         "style.css",
-        "text/css; charset=utf-8",
+        CSS,
         include_bytes!("../../../web/static/style.css"),
     ),
     (
@@ -59,9 +65,20 @@ const STATIC: &[(&str, &str, &[u8])] = &[
         JS,
         include_bytes!(concat!(env!("OUT_DIR"), "/dash.all.min.js")),
     ),
+    (
+        "vendor/uPlot.iife.min.js",
+        JS,
+        include_bytes!(concat!(env!("OUT_DIR"), "/uPlot.iife.min.js")),
+    ),
+    (
+        "vendor/uPlot.min.css",
+        CSS,
+        include_bytes!(concat!(env!("OUT_DIR"), "/uPlot.min.css")),
+    ),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 const HTML: &str = "text/html; charset=utf-8";
 
 pub fn routes() -> Router<AppState> {
@@ -70,6 +87,10 @@ pub fn routes() -> Router<AppState> {
         .route("/watch/{video_id}", get(|| async { page(WATCH) }))
         .route("/streams", get(|| async { page(STREAMS) }))
         .route("/streams/{stream_id}", get(|| async { page(LIVE) }))
+        .route(
+            "/streams/{stream_id}/dashboard",
+            get(|| async { page(DASHBOARD) }),
+        )
         .route("/admin", get(|| async { page(ADMIN) }))
         .route("/static/{*file}", get(asset))
 }

@@ -1,5 +1,7 @@
-// Admin page: the processing queue (running with progress and worker, queued,
-// failed with the reason and a Retry button), refreshed every 2 s.
+// Admin page: the processes of the deployment (workers, live encoders, API nodes)
+// with their heartbeat age and load, and the processing queue (running with
+// progress and worker, queued, failed with the reason and a Retry button),
+// refreshed every 2 s.
 
 import { api, mountTokenWidget, formatDate, el } from './api.js';
 
@@ -133,6 +135,42 @@ function render(state, jobs) {
 }
 
 // ---------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------
+
+function age(seconds) {
+  const s = Number(seconds);
+  if (!Number.isFinite(s)) return '—';
+  if (s < 60) return `${s.toFixed(0)} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  return `${Math.floor(s / 3600)} h ago`;
+}
+
+function renderNodes(nodes) {
+  const body = $('nodes');
+  body.replaceChildren(
+    ...nodes.map((n) => {
+      const tr = el('tr');
+      tr.dataset.nodeId = n.id;
+      tr.dataset.status = n.status;
+      tr.dataset.roles = n.roles;
+      const who = el('td');
+      who.append(el('div', 'worker', n.id), el('div', 'num small', `${n.host} · pid ${n.pid} · v${n.version}`));
+      const jobs = el('td', 'num', n.job_slots ? `${n.jobs_running} / ${n.job_slots}` : '—');
+      jobs.dataset.testid = 'node-jobs';
+      const live = el('td', 'num', n.roles.includes('live') ? `${n.live_sessions} live · ${n.live_viewers} watching` : '—');
+      const beat = el('td', n.status === 'up' ? 'when' : 'when status-silent', n.status === 'up' ? age(n.heartbeat_age_s) : `silent, ${age(n.heartbeat_age_s)}`);
+      beat.dataset.testid = 'node-heartbeat';
+      tr.append(who, el('td', '', n.roles), jobs, live, el('td', 'num', Number(n.load1).toFixed(2)), beat);
+      return tr;
+    }),
+  );
+  $('nodes-table').hidden = nodes.length === 0;
+  $('nodes-empty').hidden = nodes.length > 0;
+  document.querySelector('[data-count="nodes"]').textContent = nodes.length ? `(${nodes.length})` : '';
+}
+
+// ---------------------------------------------------------------------------
 // Refresh and retry
 // ---------------------------------------------------------------------------
 
@@ -145,9 +183,11 @@ async function refresh() {
   loading = true;
   let ok = false;
   try {
-    const lists = await Promise.all(
-      STATES.map((s) => api('GET', `/api/v1/admin/jobs?state=${s}`)),
-    );
+    const [nodes, ...lists] = await Promise.all([
+      api('GET', '/api/v1/admin/nodes'),
+      ...STATES.map((s) => api('GET', `/api/v1/admin/jobs?state=${s}`)),
+    ]);
+    renderNodes(Array.isArray(nodes?.nodes) ? nodes.nodes : []);
     STATES.forEach((s, i) => render(s, Array.isArray(lists[i]?.jobs) ? lists[i].jobs : []));
     document.body.dataset.loaded = 'true';
     if (ui.status.dataset.kind !== 'retry') showStatus('');

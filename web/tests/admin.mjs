@@ -7,7 +7,8 @@
 // Passes (exit 0, prints a JSON summary) when, within 60 s, the page lists the
 // `--running` video's job as running with a progress bar above 0 and its worker,
 // and the `--failed` video's job as failed with its reason and its title shown
-// as text; then Retry on the failed job is answered with the job queued with 0
+// as text, and the process list shows the one server up with its worker slot busy
+// ("1 / 1"); then Retry on the failed job is answered with the job queued with 0
 // attempts, and the page moves it to the queued list with 0 attempts (the
 // caller keeps the only worker busy with the running job). Otherwise prints the
 // reason on stderr and exits 1.
@@ -45,7 +46,13 @@ function observe(page) {
           retry: Boolean(tr.querySelector('[data-testid=retry]')),
         };
       };
-      return { running: row(running), failed: row(failed), status: document.getElementById('queue-status').textContent };
+      const nodes = [...document.querySelectorAll('#nodes tr')].map((tr) => ({
+        id: tr.dataset.nodeId,
+        status: tr.dataset.status,
+        roles: tr.dataset.roles,
+        jobs: tr.querySelector('[data-testid=node-jobs]')?.textContent ?? null,
+      }));
+      return { running: row(running), failed: row(failed), nodes, status: document.getElementById('queue-status').textContent };
     },
     { running: args.running, failed: args.failed },
   );
@@ -77,7 +84,12 @@ async function run() {
       s.running.worker !== '—' &&
       s.failed?.state === 'failed' &&
       s.failed.error &&
-      s.failed.retry,
+      s.failed.retry &&
+      // The one process: up, all roles, its one worker slot busy with the running job.
+      s.nodes.length === 1 &&
+      s.nodes[0].status === 'up' &&
+      s.nodes[0].roles.includes('worker') &&
+      s.nodes[0].jobs === '1 / 1',
   );
   if (seen.failed.title !== args['failed-title'] || seen.failed.titleElements !== 0) {
     throw new Failure(`failed job's title shown as ${JSON.stringify(seen.failed.title)} with ${seen.failed.titleElements} elements, expected the text ${JSON.stringify(args['failed-title'])}`);
@@ -95,7 +107,7 @@ async function run() {
     'the retried job in the queued list with 0 attempts',
     (s) => s.failed?.state === 'queued' && s.failed.attempts === 0,
   );
-  console.log(JSON.stringify({ running: seen.running, failed: seen.failed, retried, after: after.failed }));
+  console.log(JSON.stringify({ running: seen.running, failed: seen.failed, nodes: seen.nodes, retried, after: after.failed }));
 }
 
 await runTest(run, {

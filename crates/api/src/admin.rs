@@ -120,3 +120,64 @@ pub async fn retry(
         Retried::NotFound => Err(ApiError::NotFound("job".into())),
     }
 }
+
+/// A process is `up` while its heartbeats (every 5 s) are this fresh.
+const UP_WITHIN_MS: i64 = 15_000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    /// `{node_id}:{pid}`; its workers' leases start with it.
+    pub id: String,
+    pub roles: String,
+    pub host: String,
+    pub pid: u32,
+    pub version: String,
+    pub started_at: String,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age_s: f64,
+    /// `up`, or `silent` once no heartbeat came for 15 s (killed, frozen or cut off).
+    pub status: String,
+    pub jobs_running: u64,
+    pub job_slots: u32,
+    pub live_sessions: u32,
+    pub live_viewers: u64,
+    /// The machine's 1-minute load average.
+    pub load1: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeList {
+    pub nodes: Vec<NodeView>,
+}
+
+/// Every process of the deployment (workers, live encoders, API nodes) from its heartbeats:
+/// roles, host, load, running jobs and live sessions, and how long ago it was last heard from.
+#[utoipa::path(get, operation_id = "listNodes", path = "/api/v1/admin/nodes",
+    responses((status = 200, body = NodeList), (status = 401)))]
+pub async fn nodes(State(state): State<AppState>) -> ApiResult<Json<NodeList>> {
+    let now = state.clock.now_ms();
+    let nodes = state.db.nodes().await?;
+    Ok(Json(NodeList {
+        nodes: nodes
+            .into_iter()
+            .map(|n| {
+                let age = (now - n.last_seen).max(0);
+                NodeView {
+                    id: n.beat.id,
+                    roles: n.beat.roles,
+                    host: n.beat.host,
+                    pid: n.beat.pid,
+                    version: n.beat.version,
+                    started_at: rfc3339(n.beat.started_at),
+                    heartbeat_age_s: age as f64 / 1000.0,
+                    status: if age <= UP_WITHIN_MS { "up" } else { "silent" }.into(),
+                    jobs_running: n.jobs_running,
+                    job_slots: n.beat.job_slots,
+                    live_sessions: n.beat.live_sessions,
+                    live_viewers: n.beat.live_viewers,
+                    load1: n.beat.load1,
+                }
+            })
+            .collect(),
+    }))
+}

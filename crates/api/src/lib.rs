@@ -114,6 +114,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         .route("/live-streams/{id}/latency", get(live::latency))
         .route("/live-streams/{id}/health", get(live::health))
         .route("/admin/jobs", get(admin::jobs))
+        .route("/admin/nodes", get(admin::nodes))
         .route(
             "/admin/jobs/{job_id}/retry",
             axum::routing::post(admin::retry),

@@ -25,7 +25,8 @@ use crate::{admin, live, uploads, videos};
         live::delete,
         live::health,
         admin::jobs,
-        admin::retry
+        admin::retry,
+        admin::nodes
     ),
     components(schemas(
         uploads::CreateUpload,
@@ -50,7 +51,9 @@ use crate::{admin, live, uploads, videos};
         videos::VideoList,
         videos::RenditionView,
         admin::AdminJobView,
-        admin::AdminJobList
+        admin::AdminJobList,
+        admin::NodeView,
+        admin::NodeList
     ))
 )]
 pub struct ApiDoc;

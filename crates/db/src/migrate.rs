@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_part_objects.sql")),
     (4, include_str!("../migrations/0004_s3_uploads.sql")),
     (5, include_str!("../migrations/0005_chunked_jobs.sql")),
+    (6, include_str!("../migrations/0006_nodes.sql")),
 ];
 
 /// Any fixed number: the advisory lock that serialises migrators on PostgreSQL.

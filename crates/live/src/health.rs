@@ -144,7 +144,9 @@ impl HealthMonitor {
             fps: encoder.fps,
             encoder_speed: encoder.speed,
             dropped_frames: encoder.dropped_frames,
-            keyframe_interval_s: self.keyframe_interval_s.map(|s| (s * 100.0).round() / 100.0),
+            keyframe_interval_s: self
+                .keyframe_interval_s
+                .map(|s| (s * 100.0).round() / 100.0),
             viewers,
         };
         self.samples.push_back(sample);
@@ -213,8 +215,8 @@ impl HealthMonitor {
         if let Some(top) = rules.top_kbps.filter(|t| *t > 0.0) {
             if recent.len() >= BITRATE_SECONDS {
                 let window = &recent[..BITRATE_SECONDS];
-                let kbps = window.iter().map(|s| s.ingest_kbps).sum::<f64>()
-                    / BITRATE_SECONDS as f64;
+                let kbps =
+                    window.iter().map(|s| s.ingest_kbps).sum::<f64>() / BITRATE_SECONDS as f64;
                 let since_ms = window[BITRATE_SECONDS - 1].t_ms - 1000;
                 if kbps > top * BITRATE_HIGH {
                     out.push(Alert {
@@ -314,22 +316,35 @@ mod tests {
     fn no_keyframe_alerts_after_two_segments_and_clears_on_one() {
         let mut m = HealthMonitor::new(60_000);
         run(&mut m, 0, 4, 800, 0, 1.0);
-        assert!(m.alerts(T0 + 4000, RULES, true).is_empty(), "exactly two segments");
+        assert!(
+            m.alerts(T0 + 4000, RULES, true).is_empty(),
+            "exactly two segments"
+        );
         run(&mut m, 4, 2, 800, 0, 1.0);
         let a = m.alerts(T0 + 6000, RULES, true);
         assert_eq!(kinds(&a), [AlertKind::NoKeyframe]);
         assert_eq!(a[0].since_ms, T0 + 4000);
-        assert!(a[0].message.contains("keyframe interval to 2 s"), "{}", a[0].message);
+        assert!(
+            a[0].message.contains("keyframe interval to 2 s"),
+            "{}",
+            a[0].message
+        );
         // A keyframe arrives: the gap restarts from it.
         m.on_media(T0 + 6100, 100, 1);
         assert!(m.alerts(T0 + 9000, RULES, true).is_empty());
-        assert_eq!(kinds(&m.alerts(T0 + 10_200, RULES, true)), [AlertKind::NoKeyframe]);
+        assert_eq!(
+            kinds(&m.alerts(T0 + 10_200, RULES, true)),
+            [AlertKind::NoKeyframe]
+        );
         // Not while nobody publishes; a reconnect starts the clock afresh.
         assert!(m.alerts(T0 + 10_200, RULES, false).is_empty());
         m.on_publisher_gone();
         m.on_media(T0 + 20_000, 100, 0);
         assert!(m.alerts(T0 + 23_000, RULES, true).is_empty());
-        assert_eq!(kinds(&m.alerts(T0 + 24_100, RULES, true)), [AlertKind::NoKeyframe]);
+        assert_eq!(
+            kinds(&m.alerts(T0 + 24_100, RULES, true)),
+            [AlertKind::NoKeyframe]
+        );
     }
 
     #[test]
@@ -337,7 +352,10 @@ mod tests {
         let mut m = HealthMonitor::new(60_000);
         run(&mut m, 0, 3, 800, 1, 1.0);
         run(&mut m, 3, 4, 800, 1, 0.6);
-        assert!(m.alerts(T0 + 7000, RULES, true).is_empty(), "four slow seconds");
+        assert!(
+            m.alerts(T0 + 7000, RULES, true).is_empty(),
+            "four slow seconds"
+        );
         run(&mut m, 7, 1, 800, 1, 0.6);
         let a = m.alerts(T0 + 8000, RULES, true);
         assert_eq!(kinds(&a), [AlertKind::EncoderSlow]);

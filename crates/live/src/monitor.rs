@@ -201,6 +201,13 @@ impl LiveManager {
         })
     }
 
+    /// Sessions not ended, and the viewers of all of them: this process's live load.
+    pub fn load(&self) -> (u32, u64) {
+        let now = self.clock.now_ms();
+        let total = self.viewers.lock().expect("viewers").total(now);
+        (self.active_sessions(), total)
+    }
+
     /// Concurrent viewers of `stream` counted here.
     pub fn viewers(&self, stream: StreamId) -> u64 {
         let now = self.clock.now_ms();

@@ -142,8 +142,13 @@ pub(crate) fn parse_probe(json: &[u8]) -> Probed {
             .filter(|r| *r <= 240.0)
             .unwrap_or(30.0),
         has_audio,
-        video_codec: video["codec_name"].as_str().unwrap_or("unknown").to_string(),
-        audio_codec: audio.and_then(|a| a["codec_name"].as_str()).map(str::to_string),
+        video_codec: video["codec_name"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string(),
+        audio_codec: audio
+            .and_then(|a| a["codec_name"].as_str())
+            .map(str::to_string),
     })
 }
 
@@ -164,7 +169,10 @@ mod tests {
         assert_eq!(p.source.rotation, -90);
         assert!((p.frame_rate - 29.97).abs() < 0.01);
         assert!(p.has_audio);
-        assert_eq!((p.video_codec.as_str(), p.audio_codec.as_deref()), ("h264", Some("aac")));
+        assert_eq!(
+            (p.video_codec.as_str(), p.audio_codec.as_deref()),
+            ("h264", Some("aac"))
+        );
     }
 
     #[test]

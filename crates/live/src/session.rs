@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::encoder::{self, EncoderPlan, EncoderStats, LiveOutput};
-use crate::probe::{probe_source, Probed, SourceProbe};
 use crate::monitor::{MediaMeter, Monitor, Publisher, ViewerBoard};
+use crate::probe::{probe_source, Probed, SourceProbe};
 use crate::state::{SessionState, AUDIO};
 
 /// Why a live request cannot be answered.
@@ -295,6 +295,15 @@ impl LiveManager {
             writer,
             title: String::new(),
         }))
+    }
+
+    pub(crate) fn active_sessions(&self) -> u32 {
+        let slots = self.slots.lock().expect("slots");
+        slots
+            .values()
+            .filter_map(|s| s.session.as_ref())
+            .filter(|s| !s.state.lock().expect("state").ended)
+            .count() as u32
     }
 
     pub(crate) fn session(&self, stream: StreamId) -> Option<Arc<Session>> {

@@ -121,7 +121,13 @@ mod tests {
     #[test]
     fn ids_are_checked_and_the_count_is_bounded() {
         let mut c = ViewerCounter::new(WINDOW_MS, 2);
-        for bad in ["", "short", "has space in it", &"x".repeat(65), "ünicode-id-12"] {
+        for bad in [
+            "",
+            "short",
+            "has space in it",
+            &"x".repeat(65),
+            "ünicode-id-12",
+        ] {
             assert_eq!(c.beat(bad, 0), Err(ViewerError::BadId), "{bad:?}");
         }
         c.beat(A, 0).unwrap();

@@ -4,6 +4,7 @@
 //! - `oxcast upload FILE`: resumable parallel upload from a terminal, with progress.
 
 mod gauges;
+mod heartbeat;
 mod host;
 mod serve;
 

@@ -146,6 +146,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
 
+    tasks.spawn(
+        crate::heartbeat::Heartbeat {
+            db: db.clone(),
+            clock: clock.clone(),
+            beat: oxcast_db::NodeBeat {
+                id: format!("{node_id}:{}", std::process::id()),
+                roles: roles.to_string(),
+                host: crate::heartbeat::hostname(),
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_at: clock.now_ms(),
+                job_slots: if roles.has(Role::Worker) {
+                    config.worker.concurrency as u32
+                } else {
+                    0
+                },
+                live_sessions: 0,
+                live_viewers: 0,
+                load1: 0.0,
+            },
+            live: live.clone(),
+            every: std::time::Duration::from_secs(5),
+        }
+        .run(shutdown.clone()),
+    );
+
     let state = AppState::new(Inner {
         db,
         store,

@@ -161,6 +161,7 @@ async fn a_worker_killed_or_stopped_mid_encode_costs_only_its_lease() {
         start(&env, "worker"),
         start(&env, "worker"),
     ];
+    let pids: Vec<i32> = workers.iter().map(Server::pid).collect();
     let dir = tempfile::tempdir().unwrap();
     let src = make_video(dir.path(), "long.mp4", 854, 480, 20, true);
 
@@ -169,6 +170,7 @@ async fn a_worker_killed_or_stopped_mid_encode_costs_only_its_lease() {
     let id = upload(&api.base, &src, "killed", 4).await;
     wait_progress(&api.base, &id, 0.3).await;
     let victim = owner(&workers, &id).expect("a worker runs the job");
+    let killed = workers[victim].pid();
     workers[victim].kill9();
     wait_ready(&api.base, &id).await;
     decodes(&api.base, &id).await;
@@ -188,6 +190,7 @@ async fn a_worker_killed_or_stopped_mid_encode_costs_only_its_lease() {
         .filter(|&i| i != victim && workers[i].running())
         .collect();
     let stopped_at = Instant::now();
+    let stopped = workers[victim].pid();
     let status = workers[victim].terminate();
     assert!(status.success(), "worker exit on SIGTERM: {status}");
     assert!(
@@ -213,6 +216,56 @@ async fn a_worker_killed_or_stopped_mid_encode_costs_only_its_lease() {
     }
     let v = wait_ready(&api.base, &id).await;
     assert!(v["error"].is_null(), "{v}");
+
+    // The admin's process list: the killed worker falls silent (its heartbeat ages past 15 s),
+    // the stopped one said goodbye and is gone, the others and the API node are up.
+    let pid_of = |n: &serde_json::Value| n["pid"].as_i64().unwrap() as i32;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let nodes = loop {
+        let list = json(
+            http()
+                .get(format!("{}/api/v1/admin/nodes", api.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let nodes = list["nodes"].as_array().unwrap().clone();
+        if nodes
+            .iter()
+            .any(|n| pid_of(n) == killed && n["status"] == "silent")
+        {
+            break nodes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed worker never fell silent: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let status = |pid: i32| {
+        nodes.iter().find(|n| pid_of(n) == pid).map(|n| {
+            (
+                n["roles"].as_str().unwrap().to_string(),
+                n["status"].as_str().unwrap().to_string(),
+            )
+        })
+    };
+    assert_eq!(
+        status(api.pid()),
+        Some(("api".into(), "up".into())),
+        "{nodes:?}"
+    );
+    for &pid in &pids {
+        let want = if pid == killed {
+            Some(("worker".into(), "silent".into()))
+        } else if pid == stopped {
+            None
+        } else {
+            Some(("worker".into(), "up".into()))
+        };
+        assert_eq!(status(pid), want, "worker {pid}: {nodes:?}");
+    }
 }
 
 fn list_bucket(bucket: &s3::S3Bucket, prefix: &str) -> std::collections::BTreeSet<String> {

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,50 @@ fn publish(url: &str, format: &str, size: &str, secs: u32) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("ffmpeg")
+}
+
+/// `ffmpeg -re` pushing a file, copied without re-encoding, to an RTMP URL: a publisher that
+/// leaves the test's two cores to the server's live encoder and the browser.
+fn publish_file(url: &str, file: &Path) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-i"])
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg")
+}
+
+/// A 720p30 test pattern with a tone, keyframes every second.
+fn live_source(dir: &Path, secs: u32) -> PathBuf {
+    let out = dir.join("live-720p.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size=1280x720:rate=30:duration={secs}"),
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("sine=frequency=440:sample_rate=48000:duration={secs}"),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "30",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        "-shortest",
+        out.to_str().unwrap(),
+    ]);
+    out
 }
 
 /// Waits for a publisher to exit by itself; returns whether it succeeded and its stderr.
@@ -144,8 +189,9 @@ async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
     );
 
     let pushed_s = 36;
+    let src = live_source(dir.path(), pushed_s);
     let started = Instant::now();
-    let publisher = publish(&rtmp_url(&server, &key), "flv", "1280x720", pushed_s);
+    let publisher = publish_file(&rtmp_url(&server, &key), &src);
 
     // The master playlist is served within 10 s.
     let master = wait_for(

@@ -1,4 +1,4 @@
-// Admin page: the processes of the deployment (workers, live encoders, API nodes)
+// Admin page: jobs ended per hour (a chart), the processes of the deployment (workers, live encoders, API nodes)
 // with their heartbeat age and load, and the processing queue (running with
 // progress and worker, queued, failed with the reason and a Retry button),
 // refreshed every 2 s.
@@ -171,6 +171,48 @@ function renderNodes(nodes) {
 }
 
 // ---------------------------------------------------------------------------
+// Jobs per hour (uPlot, from npm like the players)
+// ---------------------------------------------------------------------------
+
+let hoursChart = null;
+
+function renderHours(hours) {
+  const box = $('jobs-chart');
+  const data = [
+    hours.map((h) => h.t / 1000),
+    hours.map((h) => h.done),
+    hours.map((h) => h.failed),
+  ];
+  box.dataset.points = String(hours.length);
+  box.dataset.done = String(data[1].reduce((a, b) => a + b, 0));
+  box.dataset.failed = String(data[2].reduce((a, b) => a + b, 0));
+  if (typeof window.uPlot !== 'function') {
+    box.textContent = 'Charts need the uPlot bundle: run npm ci in web/ and rebuild.';
+    return;
+  }
+  if (hoursChart) {
+    hoursChart.setData(data);
+    return;
+  }
+  const bars = window.uPlot.paths?.bars ? window.uPlot.paths.bars({ size: [0.6, 40] }) : undefined;
+  hoursChart = new window.uPlot(
+    {
+      width: Math.max(320, box.clientWidth || 640),
+      height: 180,
+      series: [
+        {},
+        { label: 'Done', stroke: '#1a7f37', fill: 'rgba(26,127,55,0.25)', paths: bars },
+        { label: 'Failed', stroke: '#b42318', fill: 'rgba(180,35,24,0.25)', paths: bars },
+      ],
+      axes: [{}, { label: 'jobs' }],
+      scales: { y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
+    },
+    data,
+    box,
+  );
+}
+
+// ---------------------------------------------------------------------------
 // Refresh and retry
 // ---------------------------------------------------------------------------
 
@@ -183,10 +225,12 @@ async function refresh() {
   loading = true;
   let ok = false;
   try {
-    const [nodes, ...lists] = await Promise.all([
+    const [stats, nodes, ...lists] = await Promise.all([
+      api('GET', '/api/v1/admin/stats'),
       api('GET', '/api/v1/admin/nodes'),
       ...STATES.map((s) => api('GET', `/api/v1/admin/jobs?state=${s}`)),
     ]);
+    renderHours(Array.isArray(stats?.jobs_per_hour) ? stats.jobs_per_hour : []);
     renderNodes(Array.isArray(nodes?.nodes) ? nodes.nodes : []);
     STATES.forEach((s, i) => render(s, Array.isArray(lists[i]?.jobs) ? lists[i].jobs : []));
     document.body.dataset.loaded = 'true';

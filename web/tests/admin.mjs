@@ -8,7 +8,7 @@
 // `--running` video's job as running with a progress bar above 0 and its worker,
 // and the `--failed` video's job as failed with its reason and its title shown
 // as text, and the process list shows the one server up with its worker slot busy
-// ("1 / 1"); then Retry on the failed job is answered with the job queued with 0
+// ("1 / 1"), and the jobs-per-hour chart is drawn with the failed job in it; then Retry on the failed job is answered with the job queued with 0
 // attempts, and the page moves it to the queued list with 0 attempts (the
 // caller keeps the only worker busy with the running job). Otherwise prints the
 // reason on stderr and exits 1.
@@ -52,7 +52,13 @@ function observe(page) {
         roles: tr.dataset.roles,
         jobs: tr.querySelector('[data-testid=node-jobs]')?.textContent ?? null,
       }));
-      return { running: row(running), failed: row(failed), nodes, status: document.getElementById('queue-status').textContent };
+      const chart = document.getElementById('jobs-chart');
+      const hours = {
+        points: Number(chart?.dataset.points ?? 0),
+        failed: Number(chart?.dataset.failed ?? 0),
+        drawn: Boolean(chart?.querySelector('canvas')),
+      };
+      return { running: row(running), failed: row(failed), nodes, hours, status: document.getElementById('queue-status').textContent };
     },
     { running: args.running, failed: args.failed },
   );
@@ -89,7 +95,11 @@ async function run() {
       s.nodes.length === 1 &&
       s.nodes[0].status === 'up' &&
       s.nodes[0].roles.includes('worker') &&
-      s.nodes[0].jobs === '1 / 1',
+      s.nodes[0].jobs === '1 / 1' &&
+      // The chart of the last 24 hours, drawn, with the failed job in it.
+      s.hours.points === 24 &&
+      s.hours.failed >= 1 &&
+      s.hours.drawn,
   );
   if (seen.failed.title !== args['failed-title'] || seen.failed.titleElements !== 0) {
     throw new Failure(`failed job's title shown as ${JSON.stringify(seen.failed.title)} with ${seen.failed.titleElements} elements, expected the text ${JSON.stringify(args['failed-title'])}`);
@@ -107,7 +117,7 @@ async function run() {
     'the retried job in the queued list with 0 attempts',
     (s) => s.failed?.state === 'queued' && s.failed.attempts === 0,
   );
-  console.log(JSON.stringify({ running: seen.running, failed: seen.failed, nodes: seen.nodes, retried, after: after.failed }));
+  console.log(JSON.stringify({ running: seen.running, failed: seen.failed, nodes: seen.nodes, hours: seen.hours, retried, after: after.failed }));
 }
 
 await runTest(run, {

@@ -181,3 +181,38 @@ pub async fn nodes(State(state): State<AppState>) -> ApiResult<Json<NodeList>> {
             .collect(),
     }))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HourView {
+    /// Start of the hour, epoch ms.
+    pub t: i64,
+    pub done: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminStats {
+    /// Jobs that ended in each of the last 24 hours, oldest first, the current hour last.
+    pub jobs_per_hour: Vec<HourView>,
+}
+
+/// Figures for the admin page's charts.
+#[utoipa::path(get, operation_id = "adminStats", path = "/api/v1/admin/stats",
+    responses((status = 200, body = AdminStats), (status = 401)))]
+pub async fn stats(State(state): State<AppState>) -> ApiResult<Json<AdminStats>> {
+    const HOUR: i64 = 3_600_000;
+    let current = state.clock.now_ms().div_euclid(HOUR) * HOUR;
+    let first = current - 23 * HOUR;
+    let ended = state.db.job_outcomes_per_hour(first).await?;
+    let jobs_per_hour = (0..24)
+        .map(|i| {
+            let t = first + i * HOUR;
+            let (done, failed) = ended
+                .iter()
+                .find(|h| h.0 == t)
+                .map_or((0, 0), |h| (h.1, h.2));
+            HourView { t, done, failed }
+        })
+        .collect();
+    Ok(Json(AdminStats { jobs_per_hour }))
+}

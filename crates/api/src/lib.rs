@@ -115,6 +115,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         .route("/live-streams/{id}/health", get(live::health))
         .route("/admin/jobs", get(admin::jobs))
         .route("/admin/nodes", get(admin::nodes))
+        .route("/admin/stats", get(admin::stats))
         .route(
             "/admin/jobs/{job_id}/retry",
             axum::routing::post(admin::retry),

@@ -26,7 +26,8 @@ use crate::{admin, live, uploads, videos};
         live::health,
         admin::jobs,
         admin::retry,
-        admin::nodes
+        admin::nodes,
+        admin::stats
     ),
     components(schemas(
         uploads::CreateUpload,
@@ -53,7 +54,9 @@ use crate::{admin, live, uploads, videos};
         admin::AdminJobView,
         admin::AdminJobList,
         admin::NodeView,
-        admin::NodeList
+        admin::NodeList,
+        admin::HourView,
+        admin::AdminStats
     ))
 )]
 pub struct ApiDoc;

@@ -135,6 +135,35 @@ impl Db {
         rows.iter().map(admin_job).collect()
     }
 
+    /// Jobs that ended since `since`, per hour: `(hour start, done, failed)`, oldest first,
+    /// only the hours that had any. A chunked video's chunks count one job each.
+    pub async fn job_outcomes_per_hour(&self, since: Millis) -> Result<Vec<(Millis, u64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT updated_at / 3600000 AS h, state, COUNT(*) AS n FROM jobs \
+             WHERE state IN ('done', 'failed') AND updated_at >= $1 GROUP BY h, state ORDER BY h",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<(Millis, u64, u64)> = Vec::new();
+        for r in &rows {
+            let hour: i64 = r.try_get("h")?;
+            let n = r.try_get::<i64, _>("n")?.max(0) as u64;
+            let state: String = r.try_get("state")?;
+            let t = hour * 3_600_000;
+            if out.last().is_none_or(|l| l.0 != t) {
+                out.push((t, 0, 0));
+            }
+            let last = out.last_mut().expect("pushed");
+            if state == "done" {
+                last.1 += n;
+            } else {
+                last.2 += n;
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn admin_job(&self, id: JobId) -> Result<Option<AdminJob>> {
         let row = sqlx::query(&format!("{SELECT} WHERE j.id = $1"))
             .bind(id.to_string())
@@ -262,6 +291,46 @@ mod tests {
             e.contains("\"lost\"") && e.contains("queued, running"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn ended_jobs_are_counted_per_hour() {
+        const H: Millis = 3_600_000;
+        each_backend(|db| async move {
+            let mut ids = Vec::new();
+            for i in 0..4 {
+                ids.push(queued(&db, &format!("v{i}"), 1, 0).await);
+            }
+            let fatal = JobOutcome::Fatal {
+                error: "not a video".into(),
+            };
+            // Hour 1: one done, one failed; hour 3: one done; one still running.
+            for (at, outcome) in [
+                (H + 10, JobOutcome::Done),
+                (H + 20, fatal.clone()),
+                (3 * H + 5, JobOutcome::Done),
+            ] {
+                let j = db
+                    .claim_job("n:1:0", at - 1, 60_000)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(db.finish_job(&j, &outcome, at).await.unwrap());
+            }
+            db.claim_job("n:1:0", 3 * H + 6, 60_000)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                db.job_outcomes_per_hour(0).await.unwrap(),
+                [(H, 1, 1), (3 * H, 1, 0)]
+            );
+            assert_eq!(
+                db.job_outcomes_per_hour(2 * H).await.unwrap(),
+                [(3 * H, 1, 0)]
+            );
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -52,20 +52,6 @@ fn publish(url: &str, format: &str, size: &str, secs: u32) -> Child {
         .expect("ffmpeg")
 }
 
-/// `ffmpeg -re` pushing a file, copied without re-encoding, to an RTMP URL: a publisher that
-/// leaves the test's two cores to the server's live encoder and the browser.
-fn publish_file(url: &str, file: &Path) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-i"])
-        .arg(file)
-        .args(["-c", "copy", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg")
-}
-
 /// A 720p30 test pattern with a tone, keyframes every second.
 fn live_source(dir: &Path, secs: u32) -> PathBuf {
     let out = dir.join("live-720p.mp4");

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -45,19 +44,6 @@ fn clip(dir: &Path, name: &str, size: &str, secs: u32, gop: u32, kbps: u32) -> P
         out.to_str().unwrap(),
     ]);
     out
-}
-
-/// `ffmpeg -re -i file -c copy` to an RTMP URL.
-fn publish(file: &Path, url: &str) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-i"])
-        .arg(file)
-        .args(["-c", "copy", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ffmpeg")
 }
 
 async fn health(base: &str, id: &str) -> Value {
@@ -131,7 +117,7 @@ async fn the_dashboard_charts_a_live_stream_and_counts_its_viewers() {
         beat(&base, &id, r#"{"session":"0123456789abcdef"}"#).await,
         404
     );
-    let mut publisher = publish(&src, &rtmp_url(&server, key));
+    let mut publisher = publish_file(&rtmp_url(&server, key), &src);
     let live = wait_health(&base, &id, "live", Duration::from_secs(30), |h| {
         h["state"] == "live" && !h["current"].is_null()
     })
@@ -304,9 +290,9 @@ async fn a_slow_encoder_and_rare_keyframes_raise_alerts() {
     let base = server.base.clone();
     let stream = create_stream(&base, "slow").await;
     let id = stream["id"].as_str().unwrap().to_string();
-    let mut publisher = publish(
-        &src,
+    let mut publisher = publish_file(
         &rtmp_url(&server, stream["stream_key"].as_str().unwrap()),
+        &src,
     );
     let kinds = |h: &Value| -> Vec<String> {
         h["alerts"]

@@ -885,6 +885,20 @@ pub async fn stream_info(base: &str, id: &str) -> Value {
     .await
 }
 
+/// `ffmpeg -re` pushing a file, copied without re-encoding, to an RTMP URL: a publisher that
+/// leaves the test's two cores to the server's live encoder and the browser.
+pub fn publish_file(url: &str, file: &Path) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-i"])
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg")
+}
+
 /// The RTMP publish URL for `key` on `server`.
 pub fn rtmp_url(server: &Server, key: &str) -> String {
     format!("rtmp://127.0.0.1:{}/live/{key}", server.rtmp_port)

@@ -46,6 +46,9 @@ pub enum ApiError {
     Db(#[from] oxcast_db::Error),
     #[error("storage: {0}")]
     Store(#[from] oxcast_store::Error),
+    /// A failure already described (for example one shared by requests that waited on it).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -61,12 +64,17 @@ impl ApiError {
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Db(_) | ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Db(_) | ApiError::Store(_) | ApiError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
     fn is_internal(&self) -> bool {
-        matches!(self, ApiError::Db(_) | ApiError::Store(_))
+        matches!(
+            self,
+            ApiError::Db(_) | ApiError::Store(_) | ApiError::Internal(_)
+        )
     }
 }
 

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod error;
 pub mod limits;
 pub mod live;
+pub mod live_origin;
 pub mod openapi;
 pub mod origin;
 pub mod serve;
@@ -60,6 +61,10 @@ pub struct Inner {
     pub live: Option<Arc<oxcast_live::LiveManager>>,
     /// Part uploads in flight, per address and in total.
     pub part_gate: limits::Gate,
+    /// LL-HLS blocking playlist requests held, per address and in total.
+    pub blocking_gate: limits::Gate,
+    /// Ready videos and published objects the VOD origin keeps in memory.
+    pub origin: origin::OriginCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -164,14 +169,14 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         app = app
             .route(
                 "/live/{stream_id}/watching",
-                axum::routing::post(live::watching).layer(DefaultBodyLimit::max(1024)),
+                axum::routing::post(live_origin::watching).layer(DefaultBodyLimit::max(1024)),
             )
-            .route("/live/{stream_id}/{file}", get(live::stable))
+            .route("/live/{stream_id}/{file}", get(live_origin::stable))
             .route(
                 "/live/{stream_id}/{session_id}/{rendition}/{file}",
-                get(live::session_file),
+                get(live_origin::session_file),
             )
-            .route("/time", get(live::time));
+            .route("/time", get(live_origin::time));
     }
     app.layer(middleware::from_fn(count_requests))
         .layer(cors)

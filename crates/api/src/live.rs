@@ -1,25 +1,17 @@
-//! Live streams in the API, and the live origin.
-//!
-//! Viewers use stable URLs per stream (`/live/{stream}/master.m3u8`, `/live/{stream}/manifest.mpd`)
-//! that always point at the current session; everything below them is addressed by session
-//! (`/live/{stream}/{session}/{rendition}/…`), so segment and part URLs are unique forever and a
-//! CDN may cache them as immutable. Playlists are short-lived, except blocking-reload responses,
-//! which are keyed by their full query.
-
-use std::collections::HashMap;
+//! Live streams in the API: create, list, inspect, reset keys, health and latency. What viewers
+//! fetch is in [`crate::live_origin`].
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use oxcast_base::{SessionId, StreamId};
+use oxcast_base::StreamId;
 use oxcast_db::LiveStream;
-use oxcast_live::{LiveError, LiveManager};
+use oxcast_live::LiveManager;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
-use crate::origin::{content_type, IMMUTABLE};
 use crate::videos::rfc3339;
 use crate::AppState;
 
@@ -407,184 +399,4 @@ pub async fn health(
             .collect(),
         viewer_window_s: oxcast_live::viewers::WINDOW_MS as f64 / 1000.0,
     }))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Watching {
-    /// The viewer's id, random and kept for the browser tab.
-    session: String,
-    /// The page is closing.
-    #[serde(default)]
-    leaving: bool,
-}
-
-/// A viewer's heartbeat (`POST /live/{stream}/watching`): no token (viewers have none), never
-/// cached, so it reaches the origin through any CDN.
-pub async fn watching(
-    State(state): State<AppState>,
-    Path(stream_id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let Some(live) = state.live.as_ref() else {
-        return live_error(LiveError::NotLive);
-    };
-    let Ok(stream) = stream_id.parse::<StreamId>() else {
-        return live_error(LiveError::NotFound("stream".into()));
-    };
-    // sendBeacon may send the JSON as text/plain: the body is read as JSON whatever its type.
-    let w: Watching = match serde_json::from_slice(&body) {
-        Ok(w) => w,
-        Err(e) => {
-            return live_error(LiveError::BadRequest(format!(
-                "expected {{\"session\": \"…\"}}: {e}"
-            )))
-        }
-    };
-    match live.viewer_beat(stream, &w.session, w.leaving) {
-        Ok(()) => {
-            let mut r = StatusCode::NO_CONTENT.into_response();
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
-        Err(e) => live_error(e),
-    }
-}
-
-/// Viewers asking too early, too late or for nothing are routine (DEBUG); only the server's own
-/// failures are errors.
-fn live_error(e: LiveError) -> Response {
-    let status = match &e {
-        LiveError::NotLive | LiveError::NotFound(_) => StatusCode::NOT_FOUND,
-        LiveError::Starting | LiveError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
-        LiveError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        LiveError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = %e, "live origin request failed");
-    } else {
-        tracing::debug!(error = %e, %status, "live origin request not served");
-    }
-    let mut r = (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    r
-}
-
-fn text(ctype: &'static str, cache: &'static str, body: String) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, ctype),
-            (header::CACHE_CONTROL, cache),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-/// Live playlists change every part: cache for about half a part or segment.
-const LIVE_PLAYLIST: &str = "public, max-age=1";
-/// A blocking reload's answer is valid for anyone asking the same question.
-const BLOCKING_PLAYLIST: &str = "public, max-age=60";
-
-/// `/live/{stream}/master.m3u8` and `/live/{stream}/manifest.mpd`.
-pub async fn stable(
-    State(state): State<AppState>,
-    Path((id, file)): Path<(String, String)>,
-) -> Response {
-    let (Ok(manager), Ok(stream)) = (live(&state), parse_stream(&id)) else {
-        return live_error(LiveError::NotLive);
-    };
-    let result = match file.as_str() {
-        "master.m3u8" => manager
-            .master(stream)
-            .map(|b| text("application/vnd.apple.mpegurl", LIVE_PLAYLIST, b)),
-        "manifest.mpd" => manager
-            .mpd(stream, "/time")
-            .map(|b| text("application/dash+xml", LIVE_PLAYLIST, b)),
-        _ => Err(LiveError::NotFound(file)),
-    };
-    result.unwrap_or_else(live_error)
-}
-
-/// `/live/{stream}/{session}/{rendition}/{file}`: blocking media playlists, init segments,
-/// parts and segments.
-pub async fn session_file(
-    State(state): State<AppState>,
-    Path((id, session, rendition, file)): Path<(String, String, String, String)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let (Ok(manager), Ok(stream), Ok(session)) = (
-        live(&state),
-        parse_stream(&id),
-        session.parse::<SessionId>(),
-    ) else {
-        return live_error(LiveError::NotFound("object".into()));
-    };
-    let safe = |s: &str| {
-        !s.is_empty()
-            && !s.starts_with('.')
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    };
-    if !safe(&rendition) || !safe(&file) {
-        return live_error(LiveError::NotFound("object".into()));
-    }
-    if file == "index.m3u8" {
-        let num = |k: &str| q.get(k).map(|v| v.parse::<u64>());
-        let (msn, part) = match (num("_HLS_msn").transpose(), num("_HLS_part").transpose()) {
-            (Ok(m), Ok(p)) => (m, p),
-            _ => {
-                return live_error(LiveError::BadRequest(
-                    "_HLS_msn and _HLS_part must be numbers".into(),
-                ))
-            }
-        };
-        let skip = q.get("_HLS_skip").is_some_and(|v| v == "YES" || v == "v2");
-        let cache = if msn.is_some() {
-            BLOCKING_PLAYLIST
-        } else {
-            LIVE_PLAYLIST
-        };
-        return match manager
-            .media_playlist(stream, session, &rendition, msn, part, skip)
-            .await
-        {
-            Ok(body) => text("application/vnd.apple.mpegurl", cache, body),
-            Err(e) => live_error(e),
-        };
-    }
-    let Some(ctype) = content_type(&file) else {
-        return live_error(LiveError::NotFound("object".into()));
-    };
-    match manager.object(stream, session, &rendition, &file).await {
-        Ok(bytes) => (
-            [
-                (header::CONTENT_TYPE, ctype),
-                (header::CACHE_CONTROL, IMMUTABLE),
-            ],
-            bytes,
-        )
-            .into_response(),
-        Err(e) => live_error(e),
-    }
-}
-
-/// The clock DASH players synchronise to (`UTCTiming`, http-iso).
-pub async fn time(State(state): State<AppState>) -> Response {
-    let now = state.clock.now_ms();
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now.max(0) as u64);
-    (
-        [
-            (header::CONTENT_TYPE, "text/plain"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        humantime::format_rfc3339_millis(t).to_string(),
-    )
-        .into_response()
 }

@@ -196,7 +196,9 @@ pub async fn delete(
     if !state.db.delete_video(id).await? {
         return Err(ApiError::NotFound("video".into()));
     }
-    // Rows first: once they are gone nothing serves or processes the objects.
+    // Rows first: once they are gone nothing serves or processes the objects. This node's
+    // origin stops at once; other API nodes within the origin's ready TTL (1 s).
+    state.origin.forget(id).await;
     let mut removed = state.store.delete_prefix(&keys::video_prefix(id)).await?;
     if let Some(u) = upload {
         removed += state

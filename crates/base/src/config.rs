@@ -12,6 +12,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod origin;
+pub use origin::OriginConfig;
+
 pub use crate::roles::{Role, Roles};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,7 @@ pub struct Config {
     /// and kept in the data dir.
     pub signing_key: Option<String>,
     pub http: HttpConfig,
+    pub origin: OriginConfig,
     pub upload: UploadConfig,
     pub limits: Limits,
     pub worker: WorkerConfig,
@@ -291,6 +295,7 @@ impl Default for Config {
             roles: Roles::all(),
             signing_key: None,
             http: HttpConfig::default(),
+            origin: OriginConfig::default(),
             upload: UploadConfig::default(),
             limits: Limits::default(),
             worker: WorkerConfig::default(),
@@ -373,6 +378,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "roles",
     "signing_key",
     "http",
+    "origin",
     "upload",
     "limits",
     "worker",
@@ -453,6 +459,7 @@ impl Config {
             ));
         }
         validate_ladder(&t.ladder)?;
+        self.origin.validate()?;
         if self.roles.has(Role::Ingest) != self.roles.has(Role::Live) {
             return Err(
                 "the ingest and live roles run in one process for now (the ingest hands the \
@@ -509,6 +516,23 @@ fn validate_ladder(ladder: &[LadderRung]) -> Result<(), String> {
 mod tests {
     use super::*;
     use figment::Jail;
+
+    /// `OXCAST_*` variables are filtered by this list: a section missing from it would ignore
+    /// its environment silently.
+    #[test]
+    fn every_top_level_key_is_read_from_the_environment() {
+        let v = serde_json::to_value(Config::default()).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut listed = TOP_LEVEL_KEYS.to_vec();
+        keys.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(keys, listed);
+        Jail::expect_with(|jail| {
+            jail.set_env("OXCAST_ORIGIN__MAX_BLOCKING_PER_ADDR", "7");
+            assert_eq!(Config::load(None).unwrap().origin.max_blocking_per_addr, 7);
+            Ok(())
+        });
+    }
 
     #[test]
     fn roles_parse_from_flags_env_and_lists_and_name_mistakes() {

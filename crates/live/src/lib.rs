@@ -13,6 +13,7 @@ pub mod encoder;
 pub mod health;
 mod monitor;
 mod probe;
+pub mod rendered;
 mod session;
 pub mod state;
 pub mod viewers;

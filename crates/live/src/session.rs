@@ -10,6 +10,7 @@ use oxcast_base::clock::SharedClock;
 use oxcast_base::{Config, SessionId, StreamId};
 use oxcast_db::{Db, LiveStream, Published, Rendition};
 use oxcast_ingest::{MediaStream, PublishHandler, PublishRequest, Refusal};
+use oxcast_media::compress::Compressible;
 use oxcast_media::ladder::{self, LadderSpec, Rung, SourceVideo};
 use oxcast_media::mp4::{Fmp4Splitter, SplitEvent};
 use oxcast_store::{keys, Key, Store};
@@ -21,6 +22,7 @@ use tracing::Instrument;
 use crate::encoder::{self, EncoderPlan, EncoderStats, LiveOutput};
 use crate::monitor::{MediaMeter, Monitor, Publisher, ViewerBoard};
 use crate::probe::{probe_source, Probed, SourceProbe};
+use crate::rendered::Rendered;
 use crate::state::{SessionState, AUDIO};
 
 /// Why a live request cannot be answered.
@@ -79,6 +81,8 @@ pub(crate) struct Session {
     pub(crate) state: Mutex<SessionState>,
     pub(crate) monitor: Mutex<Monitor>,
     changed: watch::Sender<u64>,
+    /// Manifests as last rendered, shared by every request until the next change.
+    rendered: Rendered,
     writer: mpsc::Sender<Write>,
     title: String,
 }
@@ -292,6 +296,7 @@ impl LiveManager {
             )),
             monitor: Mutex::new(Monitor::new()),
             changed: watch::channel(0).0,
+            rendered: Rendered::default(),
             writer,
             title: String::new(),
         }))
@@ -353,22 +358,31 @@ impl LiveManager {
     }
 
     /// The stable master playlist of the stream's current session.
-    pub fn master(&self, stream: StreamId) -> Result<String, LiveError> {
+    pub fn master(&self, stream: StreamId) -> Result<Arc<Compressible>, LiveError> {
         let s = self.session(stream).ok_or(LiveError::NotLive)?;
-        let st = s.state.lock().expect("state");
-        st.master(&format!("{}/", st.session_id))
+        let version = *s.changed.borrow();
+        s.rendered
+            .master(version, || {
+                let st = s.state.lock().expect("state");
+                st.master(&format!("{}/", st.session_id))
+            })
             .ok_or(LiveError::Starting)
     }
 
-    pub fn mpd(&self, stream: StreamId, utc_timing_url: &str) -> Result<String, LiveError> {
+    pub fn mpd(
+        &self,
+        stream: StreamId,
+        utc_timing_url: &str,
+    ) -> Result<Arc<Compressible>, LiveError> {
         let s = self.session(stream).ok_or(LiveError::NotLive)?;
-        let st = s.state.lock().expect("state");
-        st.mpd(
-            &format!("{}/", st.session_id),
-            utc_timing_url,
-            self.clock.now_ms(),
-        )
-        .ok_or(LiveError::Starting)
+        let version = *s.changed.borrow();
+        let now = self.clock.now_ms();
+        s.rendered
+            .mpd(version, now.div_euclid(1000), || {
+                let st = s.state.lock().expect("state");
+                st.mpd(&format!("{}/", st.session_id), utc_timing_url, now)
+            })
+            .ok_or(LiveError::Starting)
     }
 
     fn session_for(&self, stream: StreamId, session: SessionId) -> Result<Arc<Session>, LiveError> {
@@ -389,7 +403,7 @@ impl LiveManager {
         msn: Option<u64>,
         part: Option<u64>,
         skip: bool,
-    ) -> Result<String, LiveError> {
+    ) -> Result<Arc<Compressible>, LiveError> {
         if part.is_some() && msn.is_none() {
             return Err(LiveError::BadRequest("_HLS_part requires _HLS_msn".into()));
         }
@@ -398,25 +412,26 @@ impl LiveManager {
         let deadline = tokio::time::Instant::now()
             + Duration::from_secs_f64(3.0 * self.config.live.segment_s.max(1.0));
         loop {
-            {
-                let st = s.state.lock().expect("state");
-                let pl = st
-                    .playlist(rendition)
-                    .ok_or_else(|| LiveError::NotFound(format!("rendition {rendition}")))?;
-                let Some(m) = msn else {
-                    return Ok(pl.render(skip));
-                };
-                // With no publisher connected (the reconnect grace period) nothing new is coming:
-                // answer now rather than hold the request.
-                if pl.ended || pl.has_part(m, part) || !st.publishing {
-                    return Ok(pl.render(skip));
-                }
-                let next = pl.segments.last().map_or(pl.first_number, |x| x.number + 1);
-                if m > next + 2 {
-                    return Err(LiveError::BadRequest(format!(
-                        "_HLS_msn={m} is too far ahead of the live edge ({next})"
-                    )));
-                }
+            // Read before the snapshot: any change after this wakes `changed` below.
+            let version = *changed.borrow_and_update();
+            let snap = s
+                .rendered
+                .media(&s.state, rendition, version)
+                .ok_or_else(|| LiveError::NotFound(format!("rendition {rendition}")))?;
+            let pl = &snap.playlist;
+            let Some(m) = msn else {
+                return Ok(snap.body(skip));
+            };
+            // With no publisher connected (the reconnect grace period) nothing new is coming:
+            // answer now rather than hold the request.
+            if pl.ended || pl.has_part(m, part) || !snap.publishing {
+                return Ok(snap.body(skip));
+            }
+            let next = pl.next_number();
+            if m > next + 2 {
+                return Err(LiveError::BadRequest(format!(
+                    "_HLS_msn={m} is too far ahead of the live edge ({next})"
+                )));
             }
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return Err(LiveError::NotLive) },
@@ -434,12 +449,26 @@ impl LiveManager {
         file: &str,
     ) -> Result<Bytes, LiveError> {
         let s = self.session_for(stream, session)?;
-        let video = {
-            let st = s.state.lock().expect("state");
-            if let Some(b) = st.hot(rendition, file) {
-                return Ok(b);
+        let mut changed = s.changed.subscribe();
+        // A player that follows the preload hint asks for the next part before it exists: hold
+        // it until the part is published (or the hint moves on, or a segment's time passes).
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs_f64(self.config.live.segment_s.max(1.0));
+        let video = loop {
+            changed.borrow_and_update();
+            {
+                let st = s.state.lock().expect("state");
+                if let Some(b) = st.hot(rendition, file) {
+                    return Ok(b);
+                }
+                if !st.is_hinted(rendition, file) {
+                    break st.video_id;
+                }
             }
-            st.video_id
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return Err(LiveError::NotLive) },
+                _ = tokio::time::sleep_until(deadline) => return Err(LiveError::NotFound(file.into())),
+            }
         };
         let key = keys::video_object(video, &format!("{rendition}/{file}"))
             .map_err(|_| LiveError::NotFound(file.into()))?;
@@ -524,6 +553,7 @@ impl LiveManager {
             )),
             monitor: Mutex::new(Monitor::new()),
             changed: watch::channel(0).0,
+            rendered: Rendered::default(),
             writer,
             title,
         });

@@ -164,6 +164,17 @@ impl SessionState {
         r.hot.get(file).or_else(|| r.inits.get(file)).cloned()
     }
 
+    /// Whether `file` is the part a rendition's playlist announces as coming next
+    /// (`EXT-X-PRELOAD-HINT`): a request for it is held until it exists.
+    pub fn is_hinted(&self, rendition: &str, file: &str) -> bool {
+        !self.ended
+            && self.publishing
+            && self.renditions.iter().any(|r| {
+                r.name == rendition
+                    && file == format!("part-{}-{}.m4s", r.next_number, r.open.parts.len())
+            })
+    }
+
     pub fn latency_estimate(&self) -> Option<f64> {
         let recent = &self.part_latency[self.part_latency.len().saturating_sub(8)..];
         (!recent.is_empty())
@@ -302,6 +313,18 @@ impl SessionState {
             preload_hint: (!self.ended)
                 .then(|| format!("part-{open_number}-{}.m4s", r.open.parts.len())),
             ended: self.ended,
+            rendition_reports: self
+                .ready()
+                .filter(|o| o.name != r.name)
+                .filter_map(|o| {
+                    let (last_msn, last_part) = o.live_edge()?;
+                    Some(hls::RenditionReport {
+                        uri: format!("../{}/index.m3u8", o.name),
+                        last_msn,
+                        last_part,
+                    })
+                })
+                .collect(),
         })
     }
 
@@ -487,6 +510,16 @@ impl RenditionState {
     fn begin_epoch(&mut self, epoch: u32) {
         self.epoch = epoch;
         self.open = Open::default();
+    }
+
+    /// The last segment with media and its last part (`EXT-X-RENDITION-REPORT`): the segment
+    /// in progress once it has a part, else the last completed one.
+    pub fn live_edge(&self) -> Option<(u64, Option<u64>)> {
+        if !self.open.parts.is_empty() {
+            return Some((self.next_number, Some(self.open.parts.len() as u64 - 1)));
+        }
+        let last = self.segments.last()?;
+        Some((last.number, (last.parts.len() as u64).checked_sub(1)))
     }
 
     /// Peak segment bitrate so far, or the rung's nominal rate before any segment exists.

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 pub mod live;
 
-pub use live::{LivePlaylist, LiveSegment, Part};
+pub use live::{LivePlaylist, LiveSegment, Part, RenditionReport};
 
 /// `EXT-X-VERSION` written. `EXT-X-MAP` outside I-frames-only playlists needs at least 6
 /// (RFC 8216 §7); 7 is the usual value for fMP4 (ffmpeg's hlsenc writes it too).

@@ -10,6 +10,7 @@
 //! - [`dash`] renders MPDs with `SegmentTimeline`: static (VOD) and dynamic, multi-period live
 //!   ([`dash::live`]).
 //! - [`ladder`] computes the ABR ladder for a source picture.
+//! - [`compress`] gzip/brotli forms of a manifest, negotiated by `Accept-Encoding`, each made once.
 //!
 //! ```
 //! use oxcast_media::{cmaf, hls, mp4};
@@ -35,6 +36,7 @@
 
 pub mod chunks;
 pub mod cmaf;
+pub mod compress;
 pub mod dash;
 mod error;
 pub mod hls;

@@ -185,6 +185,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             config.http.max_part_uploads,
             config.http.max_part_uploads_per_addr,
         ),
+        blocking_gate: oxcast_api::limits::Gate::new(
+            config.origin.max_blocking,
+            config.origin.max_blocking_per_addr,
+        ),
+        origin: oxcast_api::origin::OriginCache::new(
+            config.origin.memory_cache_mb << 20,
+            config.origin.small_object_kb << 10,
+        ),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

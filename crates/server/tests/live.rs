@@ -14,11 +14,41 @@ use serde_json::Value;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// At most this many held requests from one address (the origin's cap, checked below).
+const HELD_PER_ADDR: usize = 24;
+
 fn live_server() -> Server {
     Server::start(&[
         ("OXCAST_LIVE__GRACE_S", "4"),
         ("OXCAST_LIVE__RUNGS", "[720, 360]"),
+        ("OXCAST_ORIGIN__MAX_BLOCKING_PER_ADDR", "24"),
     ])
+}
+
+/// The body of `r`, decoded from the `Content-Encoding` the server chose.
+async fn decoded(r: reqwest::Response) -> (Option<String>, String) {
+    use std::io::Read;
+    let coding = r
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_string());
+    let raw = r.bytes().await.unwrap();
+    let mut text = String::new();
+    match coding.as_deref() {
+        None => text = String::from_utf8(raw.to_vec()).unwrap(),
+        Some("gzip") => {
+            flate2::read::GzDecoder::new(&raw[..])
+                .read_to_string(&mut text)
+                .unwrap();
+        }
+        Some("br") => {
+            brotli::Decompressor::new(&raw[..], 4096)
+                .read_to_string(&mut text)
+                .unwrap();
+        }
+        Some(other) => panic!("unexpected content-encoding {other}"),
+    }
+    (coding, text)
 }
 
 /// `ffmpeg -re` pushing a test pattern and tone for `secs` to `url` (`flv` or `mpegts`).
@@ -290,13 +320,38 @@ async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
             .any(|l| l.starts_with("#EXT-X-PART:") && l.contains(&format!("URI=\"{next}\"")))
     };
     assert!(!lists(&now), "the hinted part is not listed yet");
+    // The hinted part itself, asked for before it exists, is held until it does.
+    let hinted = http().get(format!("{folder}{next}")).send();
     let blocked = get_text(&format!("{video}?_HLS_msn={msn}&_HLS_part={part}")).await;
     assert!(
         lists(&blocked),
         "the blocking answer lists the part it waited for:\n{blocked}"
     );
-    let r = http().get(format!("{folder}{next}")).send().await.unwrap();
-    assert_eq!(r.status(), 200, "and the part can be fetched");
+    let r = hinted.await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the preload hint is served once the part exists"
+    );
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        get_bytes(&format!("{folder}{next}")).await,
+        "and it is the part"
+    );
+    // Every other rendition's live edge is reported, for players that switch.
+    let reports: Vec<&str> = blocked
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-RENDITION-REPORT:"))
+        .collect();
+    assert_eq!(reports.len(), 2, "{blocked}");
+    for u in &urls[1..] {
+        let name = u.rsplit('/').nth(1).unwrap();
+        let want = format!("#EXT-X-RENDITION-REPORT:URI=\"../{name}/index.m3u8\",LAST-MSN=");
+        assert!(
+            reports.iter().any(|r| r.starts_with(&want)),
+            "no report for {name}: {blocked}"
+        );
+    }
     let before = get_text(video).await;
     let old = get_text(&format!("{video}?_HLS_msn=1&_HLS_part=0")).await;
     assert_eq!(
@@ -317,8 +372,50 @@ async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
         .unwrap();
     assert_eq!(
         r.headers()["cache-control"],
-        "public, max-age=60",
-        "blocking answers are cacheable by query"
+        "public, max-age=1",
+        "blocking answers are cacheable by query, for about a part"
+    );
+
+    // Playlists are compressed when the client takes it, and say so to caches.
+    for (accept, want) in [
+        ("gzip", Some("gzip")),
+        ("gzip, br", Some("br")),
+        ("identity", None),
+    ] {
+        let r = http()
+            .get(video)
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["vary"], "Accept-Encoding");
+        let (coding, text) = decoded(r).await;
+        assert_eq!(coding.as_deref(), want, "Accept-Encoding: {accept}");
+        assert!(
+            text.starts_with("#EXTM3U\n") && text.contains("#EXT-X-PRELOAD-HINT"),
+            "{text}"
+        );
+    }
+
+    // Held requests are capped per address: beyond the cap, 503 with Retry-After at once,
+    // and the held ones are still answered.
+    let (edge, _) = preload_hint(&get_text(video).await).unwrap();
+    let ahead = format!("{video}?_HLS_msn={}&_HLS_part=1", edge + 1);
+    let held: Vec<_> = (0..HELD_PER_ADDR + 6)
+        .map(|_| tokio::spawn(http().get(&ahead).send()))
+        .collect();
+    let mut statuses = Vec::new();
+    for h in held {
+        let r = h.await.unwrap().unwrap();
+        if r.status() == 503 {
+            assert_eq!(r.headers()["retry-after"], "1");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    let refused = statuses.iter().filter(|&&s| s == 503).count();
+    assert!(
+        refused >= 6 && statuses.iter().all(|&s| s == 200 || s == 503),
+        "{statuses:?}"
     );
     let delta = get_text(&format!("{video}?_HLS_skip=YES")).await;
     assert!(delta.contains("#EXT-X-VERSION:9"));

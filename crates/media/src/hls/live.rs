@@ -61,6 +61,18 @@ pub struct LiveSegment {
     pub parts: Vec<Part>,
 }
 
+/// `EXT-X-RENDITION-REPORT`: where another rendition's live edge is, so that a player switching
+/// to it can ask for its next part at once instead of loading its playlist first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RenditionReport {
+    /// The other rendition's media playlist, relative to this one.
+    pub uri: String,
+    /// Its last segment with media: the one in progress once it has a part.
+    pub last_msn: u64,
+    /// The index of its last part within `last_msn`, when it has parts.
+    pub last_part: Option<u64>,
+}
+
 /// A live (or just ended) LL-HLS media playlist for one rendition.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LivePlaylist {
@@ -88,8 +100,10 @@ pub struct LivePlaylist {
     /// URI of the next part (`EXT-X-PRELOAD-HINT:TYPE=PART`).
     pub preload_hint: Option<String>,
     /// Emit `#EXT-X-ENDLIST`. An ended playlist lists completed segments only: no parts, no
-    /// preload hint, and the `open_*` fields are ignored.
+    /// preload hint, no rendition reports, and the `open_*` fields are ignored.
     pub ended: bool,
+    /// The session's other renditions (written last, while live).
+    pub rendition_reports: Vec<RenditionReport>,
 }
 
 impl LivePlaylist {
@@ -210,6 +224,18 @@ impl LivePlaylist {
         }
         if let Some(uri) = &self.preload_hint {
             let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI={}", quoted_uri(uri));
+        }
+        for r in &self.rendition_reports {
+            let _ = write!(
+                out,
+                "#EXT-X-RENDITION-REPORT:URI={},LAST-MSN={}",
+                quoted_uri(&r.uri),
+                r.last_msn
+            );
+            if let Some(p) = r.last_part {
+                let _ = write!(out, ",LAST-PART={p}");
+            }
+            out.push('\n');
         }
         out
     }
@@ -337,6 +363,38 @@ mod tests {
                           #EXT-X-TARGETDURATION:2\n\
                           #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12,PART-HOLD-BACK=1.5\n\
                           #EXT-X-PART-INF:PART-TARGET=0.5\n";
+
+    #[test]
+    fn rendition_reports_come_last_and_only_while_live() {
+        let mut p = live(1, 4);
+        p.rendition_reports = vec![
+            RenditionReport {
+                uri: "../360p/index.m3u8".into(),
+                last_msn: 5,
+                last_part: Some(1),
+            },
+            RenditionReport {
+                uri: "../audio/index.m3u8".into(),
+                last_msn: 4,
+                last_part: None,
+            },
+        ];
+        let text = p.render(false);
+        assert!(
+            text.ends_with(
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"5.2.m4s\"\n\
+                 #EXT-X-RENDITION-REPORT:URI=\"../360p/index.m3u8\",LAST-MSN=5,LAST-PART=1\n\
+                 #EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\",LAST-MSN=4\n"
+            ),
+            "{text}"
+        );
+        // Delta updates carry them too: a player needs them whichever form it loads.
+        assert!(p
+            .render(true)
+            .contains("#EXT-X-RENDITION-REPORT:URI=\"../360p/index.m3u8\""));
+        p.ended = true;
+        assert!(!p.render(false).contains("RENDITION-REPORT"));
+    }
 
     #[test]
     fn live_playlist_lists_recent_parts_and_preload_hint() {

@@ -2,7 +2,7 @@
 # Installs what oxcast needs and is missing; safe to run again (does nothing then).
 #   scripts/deps.sh             ffmpeg, node/npm, the web player bundles
 #   scripts/deps.sh --scaleout  also PostgreSQL and SeaweedFS (scripts/cluster.sh)
-#   scripts/deps.sh --test      all of that and Chromium (browser tests)
+#   scripts/deps.sh --test      all of that, Chromium (browser tests) and nginx (the CDN test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,8 @@ command -v curl >/dev/null || missing+=(curl)
 if ((want_test)); then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v pgrep >/dev/null || missing+=(procps)
+  # nginx: the CDN cache in front of the origin (tests/cdn.rs); Debian keeps it in /usr/sbin.
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 fi
 if ((want_scaleout)); then
   # PostgreSQL (Debian keeps it off PATH) and what the SeaweedFS venv below needs.

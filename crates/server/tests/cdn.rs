@@ -383,7 +383,7 @@ async fn vod_and_live_through_an_nginx_cache() {
 
     // A cached answer is never older than a part plus the wait: it lists the part asked for,
     // and the origin had not yet moved more than a part past it when the viewer got it.
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     let mut worst = 0.0f64;
     for (asked, at, got) in &answers {
         assert!(got > asked, "the answer to {asked:?} lists up to {got:?}");

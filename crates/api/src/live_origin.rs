@@ -13,12 +13,14 @@
 
 use std::collections::HashMap;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt;
 use oxcast_base::{SessionId, StreamId};
-use oxcast_live::{LiveError, LiveManager};
+use oxcast_live::{LiveError, LiveManager, LiveObject};
 use oxcast_media::compress::{self, Compressible};
 use serde::Deserialize;
 
@@ -222,8 +224,9 @@ pub async fn session_file(
     let Some(ctype) = content_type(&file) else {
         return live_error(LiveError::NotFound("object".into()));
     };
-    // A part may be asked for before it exists (the preload hint) and is then held too.
-    let _permit = if file.starts_with("part-") {
+    // A part may be asked for before it exists (the preload hint), and a segment while it is
+    // written (low-latency DASH): both are held, and count as held requests.
+    let permit = if file.starts_with("part-") || file.starts_with("seg-") {
         match state.blocking_gate.try_acquire(addr) {
             Ok(p) => Some(p),
             Err(r) => return refused(r),
@@ -231,15 +234,21 @@ pub async fn session_file(
     } else {
         None
     };
+    let headers = [
+        (header::CONTENT_TYPE, ctype),
+        (header::CACHE_CONTROL, IMMUTABLE),
+    ];
     match manager.object(stream, session, &rendition, &file).await {
-        Ok(bytes) => (
-            [
-                (header::CONTENT_TYPE, ctype),
-                (header::CACHE_CONTROL, IMMUTABLE),
-            ],
-            bytes,
-        )
-            .into_response(),
+        Ok(LiveObject::Whole(bytes)) => (headers, bytes).into_response(),
+        // No length: chunked transfer, each part as it is written. The permit is held until
+        // the last chunk is sent.
+        Ok(LiveObject::Growing(chunks)) => {
+            let body = chunks.map(move |c| {
+                let _held = &permit;
+                c
+            });
+            (headers, Body::from_stream(body)).into_response()
+        }
         Err(e) => live_error(e),
     }
 }

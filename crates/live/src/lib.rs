@@ -10,6 +10,7 @@
 //! segments become an ordinary video, with no re-encoding.
 
 pub mod encoder;
+mod growing;
 pub mod health;
 mod monitor;
 mod probe;
@@ -18,5 +19,6 @@ mod session;
 pub mod state;
 pub mod viewers;
 
+pub use growing::LiveObject;
 pub use monitor::{HealthView, LiveState, Publisher};
 pub use session::{LatencyStats, LiveError, LiveHandler, LiveManager, LiveStatus, RefusedPublish};

@@ -22,6 +22,8 @@ pub(crate) struct SourceProbe {
     /// ffprobe's codec names, for the dashboard: `h264`, `aac`.
     pub video_codec: String,
     pub audio_codec: Option<String>,
+    /// ffprobe saw CEA-608/708 captions in the video.
+    pub closed_captions: bool,
 }
 
 /// What ffprobe made of a stream's first bytes.
@@ -149,6 +151,7 @@ pub(crate) fn parse_probe(json: &[u8]) -> Probed {
         audio_codec: audio
             .and_then(|a| a["codec_name"].as_str())
             .map(str::to_string),
+        closed_captions: video["closed_captions"].as_u64() == Some(1),
     })
 }
 
@@ -173,6 +176,13 @@ mod tests {
             (p.video_codec.as_str(), p.audio_codec.as_deref()),
             ("h264", Some("aac"))
         );
+        assert!(!p.closed_captions);
+        let json = br#"{"streams":[{"codec_type":"video","width":2,"height":2,
+            "closed_captions":1}]}"#;
+        let Probed::Video(p) = parse_probe(json) else {
+            panic!("video expected")
+        };
+        assert!(p.closed_captions, "CEA-608 in the video is noticed");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::encoder::{self, EncoderPlan, EncoderStats, LiveOutput};
+use crate::growing::{self, LiveObject};
 use crate::monitor::{MediaMeter, Monitor, Publisher, ViewerBoard};
 use crate::probe::{probe_source, Probed, SourceProbe};
 use crate::rendered::Rendered;
@@ -80,7 +81,7 @@ pub struct LatencyStats {
 pub(crate) struct Session {
     pub(crate) state: Mutex<SessionState>,
     pub(crate) monitor: Mutex<Monitor>,
-    changed: watch::Sender<u64>,
+    pub(crate) changed: watch::Sender<u64>,
     /// Manifests as last rendered, shared by every request until the next change.
     rendered: Rendered,
     writer: mpsc::Sender<Write>,
@@ -447,8 +448,16 @@ impl LiveManager {
         session: SessionId,
         rendition: &str,
         file: &str,
-    ) -> Result<Bytes, LiveError> {
+    ) -> Result<LiveObject, LiveError> {
         let s = self.session_for(stream, session)?;
+        // The segment in progress (or the next) is sent as it is written (low-latency DASH).
+        if let Some(n) = growing::segment_number(file) {
+            let hold = Duration::from_secs_f64(self.config.live.segment_s.max(1.0));
+            if let Some(o) = growing::open_segment(s.clone(), rendition.to_string(), n, hold).await
+            {
+                return Ok(o);
+            }
+        }
         let mut changed = s.changed.subscribe();
         // A player that follows the preload hint asks for the next part before it exists: hold
         // it until the part is published (or the hint moves on, or a segment's time passes).
@@ -459,7 +468,7 @@ impl LiveManager {
             {
                 let st = s.state.lock().expect("state");
                 if let Some(b) = st.hot(rendition, file) {
-                    return Ok(b);
+                    return Ok(LiveObject::Whole(b));
                 }
                 if !st.is_hinted(rendition, file) {
                     break st.video_id;
@@ -473,7 +482,7 @@ impl LiveManager {
         let key = keys::video_object(video, &format!("{rendition}/{file}"))
             .map_err(|_| LiveError::NotFound(file.into()))?;
         match self.store.get_bytes(&key).await {
-            Ok(b) => Ok(b),
+            Ok(b) => Ok(LiveObject::Whole(b)),
             Err(oxcast_store::Error::NotFound(_)) => Err(LiveError::NotFound(file.into())),
             Err(e) => Err(e.into()),
         }
@@ -743,6 +752,7 @@ impl LiveManager {
                     );
                 }
                 st.set_renditions(&rungs, probe.has_audio);
+                st.source_captions = probe.closed_captions;
             }
             session.monitor.lock().expect("monitor").top_kbps = st
                 .renditions

@@ -100,9 +100,27 @@ pub struct SessionState {
     /// Seconds from the ingest receiving a part's last media to the part being listed.
     pub part_latency: Vec<f64>,
     pub segment_latency: Vec<f64>,
+    /// The publisher's video carried CEA-608/708 captions when probed (the encoder keeps
+    /// them). Without them the master says `CLOSED-CAPTIONS=NONE`, which also spares players
+    /// that would otherwise probe segments for captions (Shaka's low-latency HLS mode fails on
+    /// the segment in progress when it does).
+    pub source_captions: bool,
 }
 
 pub const AUDIO: &str = "audio";
+
+/// A segment as it is being written: see [`SessionState::segment_progress`].
+#[derive(Debug, PartialEq)]
+pub enum Progress {
+    /// The segment after the one in progress: not started yet.
+    NotYet,
+    /// In progress; the bytes written since the offset asked about (maybe none).
+    Writing(Bytes),
+    /// Complete (the whole segment).
+    Done(Bytes),
+    /// Not in memory (old, or never written): read it from the store.
+    Gone,
+}
 
 impl SessionState {
     pub fn new(
@@ -127,6 +145,7 @@ impl SessionState {
             health: Health::default(),
             part_latency: Vec::new(),
             segment_latency: Vec::new(),
+            source_captions: false,
         }
     }
 
@@ -162,6 +181,29 @@ impl SessionState {
     pub fn hot(&self, rendition: &str, file: &str) -> Option<Bytes> {
         let r = self.renditions.iter().find(|r| r.name == rendition)?;
         r.hot.get(file).or_else(|| r.inits.get(file)).cloned()
+    }
+
+    /// Where segment `number` of `rendition` stands, for sending it while it is written
+    /// (low-latency DASH): its bytes from `from` on.
+    pub fn segment_progress(&self, rendition: &str, number: u64, from: usize) -> Progress {
+        let Some(r) = self.renditions.iter().find(|r| r.name == rendition) else {
+            return Progress::Gone;
+        };
+        if number == r.next_number && !r.open.parts.is_empty() {
+            let data = &r.open.data;
+            return Progress::Writing(Bytes::copy_from_slice(&data[from.min(data.len())..]));
+        }
+        if number == r.next_number || (number == r.next_number + 1 && !self.ended) {
+            return if self.ended {
+                Progress::Gone
+            } else {
+                Progress::NotYet
+            };
+        }
+        match r.hot.get(&format!("seg-{number}.m4s")) {
+            Some(b) if number < r.next_number => Progress::Done(b.clone()),
+            _ => Progress::Gone,
+        }
     }
 
     /// Whether `file` is the part a rendition's playlist announces as coming next
@@ -242,6 +284,7 @@ impl SessionState {
                             codecs: t.codec.clone(),
                             frame_rate: None,
                             audio_group: audio.map(|_| "aud".to_string()),
+                            no_closed_captions: !self.source_captions,
                         })
                     })
                     .collect(),
@@ -402,16 +445,28 @@ impl SessionState {
             });
         }
         let session_s = ((now_ms - self.started_at_ms) as f64 / 1000.0).max(0.0);
+        // Three parts behind the part being written, plus a second for the encoder and the
+        // network: what the LL-HLS players reach too (PART-HOLD-BACK is three parts).
+        let target_latency = 3.0 * self.part_s + 1.0;
         Some(
             dash::DynamicMpd {
                 availability_start_time: rfc3339_ms(self.started_at_ms),
                 publish_time: rfc3339_ms(now_ms),
                 minimum_update_period_s: self.segment_s,
                 time_shift_buffer_depth_s: session_s + 2.0 * self.segment_s,
-                suggested_presentation_delay_s: 2.0 * self.segment_s,
+                // Shaka takes its distance from live from here, not from ServiceDescription,
+                // and plays about a second behind it (measured): a second less than the
+                // target puts it where dash.js is.
+                suggested_presentation_delay_s: (target_latency - 1.0).max(self.part_s),
                 min_buffer_time_s: self.segment_s,
                 utc_timing_url: utc_timing_url.to_string(),
                 periods,
+                low_latency: Some(dash::LowLatency {
+                    availability_time_offset_s: (self.segment_s - self.part_s).max(0.0),
+                    target_latency_s: target_latency,
+                    min_latency_s: 2.0 * self.part_s,
+                    max_latency_s: 2.0 * self.segment_s + 2.0,
+                }),
                 ended: self.ended.then_some(media_offset),
             }
             .render(),

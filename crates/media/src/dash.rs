@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 pub mod live;
 
-pub use live::{DynamicMpd, LivePeriod};
+pub use live::{DynamicMpd, LivePeriod, LowLatency};
 
 /// DASH profile written into the MPD.
 pub const PROFILE: &str = "urn:mpeg:dash:profile:isoff-live:2011";
@@ -103,7 +103,7 @@ impl StaticMpd {
     /// The MPD as an XML document.
     pub fn render(&self) -> String {
         let mut x = static_mpd_start(self.duration_s, self.min_buffer_time_s);
-        write_period(&mut x, "0", 0.0, &self.adaptation_sets);
+        write_period(&mut x, "0", 0.0, &self.adaptation_sets, None);
         x.push_str("</MPD>\n");
         x
     }
@@ -123,7 +123,15 @@ fn static_mpd_start(duration_s: f64, min_buffer_time_s: f64) -> String {
 }
 
 /// One `Period` element; `start_s` is seconds from the presentation start.
-fn write_period(x: &mut String, id: &str, start_s: f64, adaptation_sets: &[AdaptationSet]) {
+/// `chunked`: low-latency live, where segments may be fetched while they are being written
+/// (`availabilityTimeOffset` seconds before they are complete).
+fn write_period(
+    x: &mut String,
+    id: &str,
+    start_s: f64,
+    adaptation_sets: &[AdaptationSet],
+    chunked: Option<f64>,
+) {
     let _ = writeln!(
         x,
         "  <Period id=\"{}\" start=\"{}\">",
@@ -144,14 +152,14 @@ fn write_period(x: &mut String, id: &str, start_s: f64, adaptation_sets: &[Adapt
         // Every CMAF segment starts with a sync sample.
         x.push_str(" startWithSAP=\"1\">\n");
         for rep in &set.representations {
-            write_representation(x, rep);
+            write_representation(x, rep, chunked);
         }
         x.push_str("    </AdaptationSet>\n");
     }
     x.push_str("  </Period>\n");
 }
 
-fn write_representation(x: &mut String, rep: &Representation) {
+fn write_representation(x: &mut String, rep: &Representation, chunked: Option<f64>) {
     let _ = write!(
         x,
         "      <Representation id=\"{}\" bandwidth=\"{}\" codecs=\"{}\"",
@@ -194,6 +202,20 @@ fn write_representation(x: &mut String, rep: &Representation) {
             rep.presentation_time_offset
         );
     }
+    if let Some(offset) = chunked {
+        let _ = write!(
+            x,
+            " availabilityTimeOffset=\"{}\" availabilityTimeComplete=\"false\"",
+            seconds_attr(offset)
+        );
+        // Live segments of one length: players compute each segment's number and time from
+        // the clock (and can ask for the one being written), and the MPD stays the same size
+        // however long the session runs.
+        if let Some(d) = constant_duration(&rep.timeline) {
+            let _ = write!(x, " duration=\"{d}\"/>\n      </Representation>\n");
+            return;
+        }
+    }
     x.push_str(">\n          <SegmentTimeline>\n");
     let mut expected = None;
     for s in &rep.timeline {
@@ -212,6 +234,32 @@ fn write_representation(x: &mut String, rep: &Representation) {
     x.push_str(
         "          </SegmentTimeline>\n        </SegmentTemplate>\n      </Representation>\n",
     );
+}
+
+/// The one segment duration of a timeline whose segments are all that long, the first allowed to
+/// be up to 1% shorter (an encoder's priming samples); `None` when a `SegmentTimeline` is
+/// needed to say where segments are.
+pub fn constant_duration(timeline: &[TimelineEntry]) -> Option<u64> {
+    let (first, rest) = timeline.split_first()?;
+    match rest {
+        [] => Some(first.d),
+        [run]
+            if first.r == 0
+                && first.d <= run.d
+                && (run.d - first.d) * 100 <= run.d
+                && u128::from(run.t) == u128::from(first.t) + u128::from(first.d) =>
+        {
+            Some(run.d)
+        }
+        _ => None,
+    }
+    .filter(|&d| d > 0)
+}
+
+/// Seconds as a plain `xs:double` with at most three decimals: `1.5`, `2`.
+fn seconds_attr(s: f64) -> String {
+    let s = format!("{:.3}", if s.is_finite() { s.max(0.0) } else { 0.0 });
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// `xs:duration` in seconds with millisecond precision, e.g. `PT20.000S`.
@@ -378,7 +426,7 @@ mod tests {
             presentation_time_offset: 0,
         };
         let mut x = String::new();
-        write_representation(&mut x, &rep);
+        write_representation(&mut x, &rep, None);
         assert!(x.starts_with(
             "      <Representation id=\"a&amp;b\" bandwidth=\"1\" codecs=\"x&quot;y\">\n"
         ));

@@ -151,6 +151,9 @@ pub struct Variant {
     pub frame_rate: Option<f64>,
     /// `GROUP-ID` of the audio renditions this variant plays with.
     pub audio_group: Option<String>,
+    /// `CLOSED-CAPTIONS=NONE`: the video is known to carry no CEA-608/708 captions, so players
+    /// need not probe segments for them.
+    pub no_closed_captions: bool,
 }
 
 /// The master (multivariant) playlist.
@@ -219,6 +222,9 @@ impl MasterPlaylist {
             // AUDIO must name an existing group (RFC 8216 §4.3.4.2), so a dangling one is dropped.
             if let (Some(g), false) = (&v.audio_group, group.is_empty()) {
                 let _ = write!(out, ",AUDIO={}", quoted(g));
+            }
+            if v.no_closed_captions {
+                out.push_str(",CLOSED-CAPTIONS=NONE");
             }
             out.push('\n');
             out.push_str(&uri_line(&v.uri));
@@ -366,6 +372,7 @@ mod tests {
             codecs: "avc1.64001f".into(),
             frame_rate: Some(30000.0 / 1001.0),
             audio_group: group.map(Into::into),
+            no_closed_captions: false,
         }
     }
 

@@ -2,7 +2,8 @@
 //! loopback in front of the server. What is checked is what a CDN operator relies on: VOD
 //! objects are hits once fetched, 200 live viewers on blocking reloads cost the origin about one
 //! request per distinct playlist question and one per part, cached live playlists are never
-//! stale by more than a part, and hls.js plays at low latency through it.
+//! stale by more than a part, and hls.js, Shaka (HLS and DASH) and dash.js play at low latency
+//! through it.
 
 mod common;
 
@@ -315,7 +316,7 @@ async fn vod_and_live_through_an_nginx_cache() {
     }
 
     // Live: one publisher, 200 viewers on blocking reloads through the cache.
-    let src = live_source(dir.path(), 40);
+    let src = live_source(dir.path(), 60);
     let s = create_stream(&edge, "through the cache").await;
     let id = s["id"].as_str().unwrap().to_string();
     let key = s["stream_key"].as_str().unwrap().to_string();
@@ -423,6 +424,32 @@ async fn vod_and_live_through_an_nginx_cache() {
     .unwrap();
     let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(summary["ok"], true, "{out}");
+
+    // Shaka (HLS and DASH) and dash.js in their low-latency modes, through the cache too:
+    // under 3.5 s (DASH segments reach them as they are written, in chunks).
+    let (b, i) = (edge.clone(), id.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        node_script(
+            "players.mjs",
+            &[
+                "--base",
+                &b,
+                "--stream",
+                &i,
+                "--players",
+                "shaka-hls,shaka-dash,dashjs",
+                "--seconds",
+                "5",
+                "--max-latency",
+                "3.5",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["ok"], true, "{out}");
+    eprintln!("cdn: players {}", summary["players"]);
     let _ = publisher.kill();
     let _ = publisher.wait();
 }

@@ -329,6 +329,8 @@ fn master_playlist(
                 codecs: p.track.codec.clone(),
                 frame_rate: p.frame_rate(),
                 audio_group: audio.map(|_| AUDIO_GROUP.to_string()),
+                // Unknown: x264 keeps a source's CEA-608 captions, and players find them.
+                no_closed_captions: false,
             })
             .collect(),
     }

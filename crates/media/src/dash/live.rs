@@ -28,6 +28,19 @@ pub struct LivePeriod {
     pub adaptation_sets: Vec<AdaptationSet>,
 }
 
+/// Low-latency DASH (DASH-IF IOP low-latency modes): the origin sends the segment being written
+/// with chunked transfer, so a client may ask for it `availability_time_offset_s` before it is
+/// complete, and plays `target_latency_s` behind live (`ServiceDescription`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LowLatency {
+    /// Seconds before its end that a segment can be requested: the segment duration minus one
+    /// chunk (part), as its first chunk is then available.
+    pub availability_time_offset_s: f64,
+    pub target_latency_s: f64,
+    pub min_latency_s: f64,
+    pub max_latency_s: f64,
+}
+
 /// The MPD of a live session, for as long as it runs and after it ends.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DynamicMpd {
@@ -46,6 +59,8 @@ pub struct DynamicMpd {
     pub utc_timing_url: String,
     /// In order of `start_s`.
     pub periods: Vec<LivePeriod>,
+    /// Low-latency delivery, while live: segments are served as they are written.
+    pub low_latency: Option<LowLatency>,
     /// `Some(total seconds)` once the session ended: the MPD becomes a static, on-demand one
     /// with `mediaPresentationDuration` and the same periods (no update period, no
     /// availability times, no `UTCTiming`).
@@ -59,8 +74,28 @@ impl DynamicMpd {
             Some(duration_s) => static_mpd_start(duration_s, self.min_buffer_time_s),
             None => self.dynamic_mpd_start(),
         };
+        let live_ll = self.low_latency.as_ref().filter(|_| self.ended.is_none());
+        // Schema order: ServiceDescription precedes the periods.
+        if let Some(ll) = live_ll {
+            let ms = |s: f64| (s * 1000.0).round() as u64;
+            let _ = writeln!(
+                x,
+                "  <ServiceDescription id=\"0\">\n    <Latency target=\"{}\" min=\"{}\" max=\"{}\"/>\n    \
+                 <PlaybackRate min=\"0.96\" max=\"1.04\"/>\n  </ServiceDescription>",
+                ms(ll.target_latency_s),
+                ms(ll.min_latency_s),
+                ms(ll.max_latency_s)
+            );
+        }
+        let chunked = live_ll.map(|ll| ll.availability_time_offset_s);
         for period in &self.periods {
-            write_period(&mut x, &period.id, period.start_s, &period.adaptation_sets);
+            write_period(
+                &mut x,
+                &period.id,
+                period.start_s,
+                &period.adaptation_sets,
+                chunked,
+            );
         }
         // Schema order: UTCTiming follows the periods.
         if self.ended.is_none() {
@@ -133,6 +168,7 @@ mod tests {
             min_buffer_time_s: 2.0,
             utc_timing_url: "https://tv.example/api/time?a=1&b=2".into(),
             periods,
+            low_latency: None,
             ended: None,
         }
     }
@@ -220,5 +256,68 @@ mod tests {
 "#
         );
         assert_eq!(m.render(), expected);
+    }
+
+    fn low_latency() -> LowLatency {
+        LowLatency {
+            availability_time_offset_s: 1.5,
+            target_latency_s: 2.5,
+            min_latency_s: 1.0,
+            max_latency_s: 6.0,
+        }
+    }
+
+    #[test]
+    fn low_latency_states_the_target_and_lets_players_predict_segments() {
+        let mut m = mpd(vec![first_period(), second_period()]);
+        m.low_latency = Some(low_latency());
+        let text = m.render();
+        let service = "  <ServiceDescription id=\"0\">\n    \
+                       <Latency target=\"2500\" min=\"1000\" max=\"6000\"/>\n    \
+                       <PlaybackRate min=\"0.96\" max=\"1.04\"/>\n  </ServiceDescription>\n  \
+                       <Period id=\"p0\"";
+        assert!(text.contains(service), "{text}");
+        // The first period's last segment is short (the publisher dropped): its timeline stays.
+        assert!(text.contains(
+            "startNumber=\"1\" availabilityTimeOffset=\"1.5\" availabilityTimeComplete=\"false\">\n          <SegmentTimeline>"
+        ), "{text}");
+        // Segments of one length: a template with a duration, and no timeline to grow.
+        assert!(
+            text.contains(
+                "startNumber=\"5\" presentationTimeOffset=\"1024\" availabilityTimeOffset=\"1.5\" \
+             availabilityTimeComplete=\"false\" duration=\"30720\"/>\n      </Representation>"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("<SegmentTimeline>").count(), 1, "{text}");
+
+        // Once ended it is an ordinary static MPD: timelines, no low-latency attributes.
+        m.ended = Some(14.0);
+        let ended = m.render();
+        assert!(!ended.contains("ServiceDescription") && !ended.contains("availabilityTime"));
+        assert_eq!(ended.matches("<SegmentTimeline>").count(), 2, "{ended}");
+    }
+
+    #[test]
+    fn constant_durations() {
+        use super::super::constant_duration;
+        let t = |segs: &[(u64, u64)]| constant_duration(&compress_timeline(segs));
+        assert_eq!(t(&[]), None);
+        assert_eq!(t(&[(0, 30720)]), Some(30720));
+        assert_eq!(
+            t(&[(0, 30720), (30720, 30720), (61440, 30720)]),
+            Some(30720)
+        );
+        // AAC priming: the first audio segment is a few samples short.
+        assert_eq!(
+            t(&[(0, 98296), (98296, 98304), (196600, 98304)]),
+            Some(98304)
+        );
+        // A short last segment, a gap, a long first one or varying lengths need a timeline.
+        assert_eq!(t(&[(0, 30720), (30720, 23040)]), None);
+        assert_eq!(t(&[(0, 30720), (40000, 30720)]), None);
+        assert_eq!(t(&[(0, 40000), (40000, 30720)]), None);
+        assert_eq!(t(&[(0, 20000), (20000, 30720)]), None);
+        assert_eq!(t(&[(0, 0)]), None);
     }
 }

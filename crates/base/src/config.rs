@@ -151,6 +151,10 @@ pub struct LiveConfig {
     pub passthrough: bool,
     /// x264 preset for live renditions (always with `-tune zerolatency`).
     pub preset: String,
+    /// How far back live viewers may seek (the time-shift window), seconds; unset: the whole
+    /// session. With a window, live playlists and MPDs slide and stay small however long the
+    /// stream runs; the whole session is still recorded and replayable once it ends.
+    pub dvr_window_s: Option<f64>,
 }
 
 /// What the HTTP server allows a connection, so that idle, slow or stalled clients cannot hold
@@ -320,6 +324,7 @@ impl Default for LiveConfig {
             rungs: vec![1080, 720, 360],
             passthrough: false,
             preset: "veryfast".into(),
+            dvr_window_s: None,
         }
     }
 }
@@ -460,6 +465,18 @@ impl Config {
         }
         validate_ladder(&t.ladder)?;
         self.origin.validate()?;
+        if let Some(w) = self.live.dvr_window_s {
+            // A delta update may skip all but the last six target durations: the window must
+            // hold more than that, with room for the segment in progress.
+            let min = 8.0 * self.live.segment_s;
+            if !(w.is_finite() && w >= min) {
+                return Err(format!(
+                    "live.dvr_window_s must be at least 8 segments ({min} s with live.segment_s = \
+                     {} s), not {w}; leave it unset to keep the whole session",
+                    self.live.segment_s
+                ));
+            }
+        }
         if self.roles.has(Role::Ingest) != self.roles.has(Role::Live) {
             return Err(
                 "the ingest and live roles run in one process for now (the ingest hands the \
@@ -587,6 +604,23 @@ mod tests {
         assert!(c.validate().is_ok());
         c.transcode.segment_s = 0.0;
         assert!(c.validate().unwrap_err().contains("transcode.segment_s"));
+    }
+
+    #[test]
+    fn the_dvr_window_and_origin_limits_are_checked() {
+        let mut c = Config::default();
+        c.live.dvr_window_s = Some(10.0);
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("live.dvr_window_s") && e.contains("16 s"), "{e}");
+        c.live.dvr_window_s = Some(f64::INFINITY);
+        assert!(c.validate().unwrap_err().contains("live.dvr_window_s"));
+        c.live.dvr_window_s = Some(600.0);
+        assert!(c.validate().is_ok());
+        c.origin.max_blocking = 0;
+        assert!(c.validate().unwrap_err().contains("origin.max_blocking"));
+        c.origin.max_blocking = 10;
+        c.origin.small_object_kb = 1 << 30;
+        assert!(c.validate().unwrap_err().contains("origin.small_object_kb"));
     }
 
     #[test]

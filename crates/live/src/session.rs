@@ -753,6 +753,7 @@ impl LiveManager {
                 }
                 st.set_renditions(&rungs, probe.has_audio);
                 st.source_captions = probe.closed_captions;
+                st.dvr_window_s = cfg.dvr_window_s;
             }
             session.monitor.lock().expect("monitor").top_kbps = st
                 .renditions

@@ -105,6 +105,8 @@ pub struct SessionState {
     /// that would otherwise probe segments for captions (Shaka's low-latency HLS mode fails on
     /// the segment in progress when it does).
     pub source_captions: bool,
+    /// The time-shift window (`live.dvr_window_s`); `None` keeps the whole session listed.
+    pub dvr_window_s: Option<f64>,
 }
 
 pub const AUDIO: &str = "audio";
@@ -146,6 +148,7 @@ impl SessionState {
             part_latency: Vec::new(),
             segment_latency: Vec::new(),
             source_captions: false,
+            dvr_window_s: None,
         }
     }
 
@@ -299,8 +302,9 @@ impl SessionState {
         r.track.as_ref()?;
         let pdt = |ms: i64| rfc3339_ms(ms);
         let mut last_epoch = None;
-        let segments = r
-            .segments
+        let start = r.window_start(self.dvr_window_s);
+        let (gone, listed) = r.segments.split_at(start);
+        let segments = listed
             .iter()
             .map(|s| {
                 let new_epoch = last_epoch != Some(s.epoch);
@@ -333,9 +337,11 @@ impl SessionState {
         Some(hls::LivePlaylist {
             target_duration: self.target_duration(),
             part_target: self.part_target(),
-            first_number: r.segments.first().map_or(open_number, |s| s.number),
-            discontinuity_sequence: 0,
-            playlist_type_event: true,
+            first_number: listed.first().map_or(open_number, |s| s.number),
+            // Discontinuities that slid out of the window are still counted.
+            discontinuity_sequence: gone.iter().filter(|s| s.discontinuity).count() as u64,
+            // EVENT promises that nothing is removed: only without a window.
+            playlist_type_event: self.dvr_window_s.is_none(),
             segments,
             open_parts: r
                 .open
@@ -392,13 +398,32 @@ impl SessionState {
                     .filter(|r| r.rung.is_some() == video)
                     .filter_map(|r| {
                         let t = r.track.as_ref()?;
-                        let segs: Vec<&Segment> =
+                        let all: Vec<&Segment> =
                             r.segments.iter().filter(|s| s.epoch == e).collect();
+                        // The media time at the period's start, whatever slid out of the window.
+                        let pto = all.first()?.start_ticks;
+                        let ticks = |s: &[&Segment]| -> Vec<(u64, u64)> {
+                            s.iter().map(|s| (s.start_ticks, s.ticks)).collect()
+                        };
+                        // Segments of one length are addressed by number from the period start
+                        // (a template with a duration, as small as it gets): keep them all.
+                        // Otherwise the timeline lists only the time-shift window.
+                        let from = r.window_start(self.dvr_window_s);
+                        let from = r.segments.get(from).map_or(u64::MAX, |s| s.number);
+                        // A period that slid out of the window entirely goes.
+                        all.last().filter(|s| s.number >= from)?;
+                        let segs =
+                            if dash::constant_duration(&dash::compress_timeline(&ticks(&all)))
+                                .is_some()
+                            {
+                                all
+                            } else {
+                                all.into_iter().filter(|s| s.number >= from).collect()
+                            };
                         let first = segs.first()?;
                         let d: f64 = segs.iter().map(|s| s.duration_s).sum();
                         epoch_duration = epoch_duration.max(d);
-                        let timeline: Vec<(u64, u64)> =
-                            segs.iter().map(|s| (s.start_ticks, s.ticks)).collect();
+                        let timeline = ticks(&segs);
                         Some(dash::Representation {
                             id: r.name.clone(),
                             bandwidth: r.bandwidth(),
@@ -413,7 +438,7 @@ impl SessionState {
                             media: format!("{prefix}{}/seg-$Number$.m4s", r.name),
                             start_number: first.number,
                             timeline: dash::compress_timeline(&timeline),
-                            presentation_time_offset: first.start_ticks,
+                            presentation_time_offset: pto,
                         })
                     })
                     .collect();
@@ -453,7 +478,10 @@ impl SessionState {
                 availability_start_time: rfc3339_ms(self.started_at_ms),
                 publish_time: rfc3339_ms(now_ms),
                 minimum_update_period_s: self.segment_s,
-                time_shift_buffer_depth_s: session_s + 2.0 * self.segment_s,
+                time_shift_buffer_depth_s: self
+                    .dvr_window_s
+                    .map_or(session_s, |w| w.min(session_s))
+                    + 2.0 * self.segment_s,
                 // Shaka takes its distance from live from here, not from ServiceDescription,
                 // and plays about a second behind it (measured): a second less than the
                 // target puts it where dash.js is.
@@ -575,6 +603,22 @@ impl RenditionState {
         }
         let last = self.segments.last()?;
         Some((last.number, (last.parts.len() as u64).checked_sub(1)))
+    }
+
+    /// The index of the first segment inside a time-shift window of `window_s` seconds that
+    /// ends at the live edge (0 without a window): older ones are no longer listed.
+    pub fn window_start(&self, window_s: Option<f64>) -> usize {
+        let Some(window) = window_s else {
+            return 0;
+        };
+        let mut kept: f64 = self.open.parts.iter().map(|p| p.duration_s).sum();
+        for (i, s) in self.segments.iter().enumerate().rev() {
+            kept += s.duration_s;
+            if kept > window {
+                return i + 1;
+            }
+        }
+        0
     }
 
     /// Peak segment bitrate so far, or the rung's nominal rate before any segment exists.
@@ -929,6 +973,47 @@ mod tests {
             done.contains("<Period id=\"p1\" start=\"PT2.000S\">"),
             "{done}"
         );
+    }
+
+    #[test]
+    fn a_dvr_window_slides_the_playlist_and_counts_what_left() {
+        let mut st = session();
+        st.dvr_window_s = Some(8.0);
+        st.begin_epoch(1_000_000);
+        feed(&mut st, 0, 16); // 8 s: four segments, all inside the window
+        let pl = st.playlist("360p").unwrap();
+        assert_eq!(pl.first_number, 1);
+        assert!(
+            !pl.playlist_type_event,
+            "EVENT would promise to keep everything"
+        );
+        st.rendition("360p").unwrap().close(1_000_000);
+        st.begin_epoch(1_010_000);
+        feed(&mut st, 1, 24); // 12 s more after a reconnect
+        let pl = st.playlist("360p").unwrap();
+        let listed: f64 = pl.segments.iter().map(|s| s.duration).sum();
+        assert!(pl.first_number > 4, "epoch 0 slid out: {}", pl.first_number);
+        assert!((6.0..=8.0).contains(&listed), "{listed} s listed");
+        let text = pl.render(false);
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+        assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+        assert!(text.contains("#EXT-X-MAP:URI=\"init-1.mp4\""), "{text}");
+        assert!(!text.contains("PLAYLIST-TYPE"), "{text}");
+
+        // The MPD: its depth is the window; segments of one length keep their numbering from
+        // the period start (the template computes them), so nothing needs listing.
+        let mpd = st.mpd("", "/time", 1_022_000).unwrap();
+        assert!(mpd.contains("timeShiftBufferDepth=\"PT12.000S\""), "{mpd}");
+        assert!(!mpd.contains("<Period id=\"p0\""), "{mpd}");
+        assert!(
+            mpd.contains("startNumber=\"5\" availabilityTimeOffset=\"1.5\" availabilityTimeComplete=\"false\" duration=\"2000\"/>"),
+            "{mpd}"
+        );
+        // Without a window everything stays listed.
+        st.dvr_window_s = None;
+        let pl = st.playlist("360p").unwrap();
+        assert_eq!(pl.first_number, 1);
+        assert!(pl.playlist_type_event);
     }
 
     #[test]

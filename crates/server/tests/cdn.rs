@@ -254,6 +254,7 @@ async fn vod_and_live_through_an_nginx_cache() {
     let server = Server::start(&[
         ("OXCAST_LIVE__RUNGS", "[360]"),
         ("OXCAST_LIVE__GRACE_S", "1"),
+        ("OXCAST_LIVE__DVR_WINDOW_S", "20"),
         (
             "OXCAST_TRANSCODE__LADDER",
             "[{ short_side = 240, kbps = 400 }]",
@@ -450,6 +451,27 @@ async fn vod_and_live_through_an_nginx_cache() {
     let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(summary["ok"], true, "{out}");
     eprintln!("cdn: players {}", summary["players"]);
+
+    // The 20 s DVR window: the playlist slides (the session is longer than that by now) and
+    // delta updates work through the cache.
+    let pl = get_text(&direct).await;
+    let first: u64 = pl
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listed: f64 = segments(&pl).iter().map(|(_, d)| d).sum();
+    assert!(first > 5 && listed <= 20.0, "first {first}, {listed} s listed:\n{pl}");
+    assert!(!pl.contains("PLAYLIST-TYPE"), "a sliding playlist is not an EVENT:\n{pl}");
+    let (m, p) = preload_hint(&pl).unwrap();
+    let delta_url = format!("{via_cdn}?_HLS_msn={m}&_HLS_part={p}&_HLS_skip=YES");
+    let a = http().get(&delta_url).send().await.unwrap();
+    let b = http().get(&delta_url).send().await.unwrap();
+    assert_eq!((status(&a), status(&b)), ("MISS".to_string(), "HIT".to_string()));
+    let delta = b.text().await.unwrap();
+    assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS="), "{delta}");
+    assert!(delta.len() < pl.len(), "a delta update is smaller");
     let _ = publisher.kill();
     let _ = publisher.wait();
 }

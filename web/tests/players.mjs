@@ -14,7 +14,8 @@
 // player's npm build injected. For each player: waits (≤ 30 s) until currentTime
 // advances, then samples every 500 ms for --seconds: currentTime must advance,
 // and after a 2 s warm-up the latency (wall clock minus the playhead's program
-// date, from the player's own API) must stay below --max-latency.
+// date, from the player's own API) must stay below --max-latency. One sample
+// without progress is tolerated and reported (stalled_samples); two fail.
 // Passes: one JSON line on stdout, exit 0. Fails: the reason and page logs on
 // stderr, exit 1 (2 for bad arguments).
 
@@ -25,6 +26,7 @@ const modules = fileURLToPath(new URL('../node_modules/', import.meta.url));
 const START_TIMEOUT_MS = 30_000;
 const SAMPLE_MS = 500;
 const WARMUP_S = 2;
+const MAX_STALLED_SAMPLES = 1;
 
 const LIBS = {
   shaka: `${modules}shaka-player/dist/shaka-player.compiled${process.env.SHAKA_DEBUG ? '.debug' : ''}.js`,
@@ -126,12 +128,20 @@ async function watch(player) {
     }
   }
   const latencies = [];
+  let stalls = 0;
   let prev = await probe();
   const started = Date.now();
   while (Date.now() - started < args.seconds * 1000) {
     await sleep(SAMPLE_MS);
     const s = await probe();
-    if (!(s.t > prev.t)) throw new Failure(`${player}: playback stalled at ${s.t} s: ${JSON.stringify(s)}`);
+    if (!(s.t > prev.t)) {
+      // One half-second hiccup is tolerated (the test shares two cores with the encoder, the
+      // cache and the other players); two are a stall.
+      stalls += 1;
+      if (stalls > MAX_STALLED_SAMPLES) {
+        throw new Failure(`${player}: playback stalled at ${s.t} s (${stalls} samples): ${JSON.stringify(s)}`);
+      }
+    }
     if ((Date.now() - started) / 1000 >= WARMUP_S) {
       if (typeof s.latency !== 'number' || !Number.isFinite(s.latency)) {
         throw new Failure(`${player}: no latency reported: ${JSON.stringify(s)}`);
@@ -150,6 +160,7 @@ async function watch(player) {
   return {
     player,
     start_s: (started - t0) / 1000,
+    stalled_samples: stalls,
     latency_s: { min: sorted[0], median: sorted[Math.floor(sorted.length / 2)], max: sorted[sorted.length - 1] },
   };
 }

@@ -28,7 +28,17 @@ struct Cdn {
 }
 
 impl Drop for Cdn {
+    /// SIGTERM, so that the master stops its workers too (a killed master leaves them
+    /// running); SIGKILL if it takes more than 5 s.
     fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -232,6 +242,7 @@ async fn viewer(url: String, until: Instant) -> (usize, Vec<((u64, u64), Instant
         );
         let body = r.text().await.unwrap();
         let at = Instant::now();
+        hls_rules::assert_valid_live_playlist(&body);
         let Some(next) = preload_hint(&body) else {
             break; // ended
         };
@@ -462,15 +473,56 @@ async fn vod_and_live_through_an_nginx_cache() {
         .parse()
         .unwrap();
     let listed: f64 = segments(&pl).iter().map(|(_, d)| d).sum();
-    assert!(first > 5 && listed <= 20.0, "first {first}, {listed} s listed:\n{pl}");
-    assert!(!pl.contains("PLAYLIST-TYPE"), "a sliding playlist is not an EVENT:\n{pl}");
+    assert!(
+        first > 5 && listed <= 20.0,
+        "first {first}, {listed} s listed:\n{pl}"
+    );
+    assert!(
+        !pl.contains("PLAYLIST-TYPE"),
+        "a sliding playlist is not an EVENT:\n{pl}"
+    );
     let (m, p) = preload_hint(&pl).unwrap();
     let delta_url = format!("{via_cdn}?_HLS_msn={m}&_HLS_part={p}&_HLS_skip=YES");
     let a = http().get(&delta_url).send().await.unwrap();
     let b = http().get(&delta_url).send().await.unwrap();
-    assert_eq!((status(&a), status(&b)), ("MISS".to_string(), "HIT".to_string()));
+    assert_eq!(
+        (status(&a), status(&b)),
+        ("MISS".to_string(), "HIT".to_string())
+    );
     let delta = b.text().await.unwrap();
     assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS="), "{delta}");
+    hls_rules::assert_valid_live_playlist(&delta);
+    hls_rules::assert_valid_live_playlist(&pl);
+    // The rules can fail: broken copies of a real playlist are caught.
+    for (what, broken) in [
+        ("no PART-INF", pl.replace("#EXT-X-PART-INF", "#EXT-X-NOPE")),
+        (
+            "two hints",
+            format!(
+                "{pl}{}\n",
+                pl.lines()
+                    .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT"))
+                    .unwrap()
+            ),
+        ),
+        (
+            "URI without EXTINF",
+            pl.replacen("#EXTINF:", "#EXT-X-NOTINF:", 1),
+        ),
+        (
+            "segment too long",
+            pl.replacen("#EXTINF:2.", "#EXTINF:9.", 1),
+        ),
+        (
+            "hold back too short",
+            pl.replace("PART-HOLD-BACK=1.5", "PART-HOLD-BACK=0.5"),
+        ),
+    ] {
+        assert!(
+            hls_rules::check_live_media_playlist(&broken).is_err(),
+            "{what} passed:\n{broken}"
+        );
+    }
     assert!(delta.len() < pl.len(), "a delta update is smaller");
     let _ = publisher.kill();
     let _ = publisher.wait();

@@ -268,6 +268,7 @@ async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
         assert!(Instant::now() < deadline, "segments not arriving:\n{pl}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    hls_rules::assert_valid_live_playlist(&pl);
     for tag in [
         "#EXT-X-VERSION:9",
         "#EXT-X-PART-INF:PART-TARGET=",
@@ -327,6 +328,7 @@ async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
         lists(&blocked),
         "the blocking answer lists the part it waited for:\n{blocked}"
     );
+    hls_rules::assert_valid_live_playlist(&blocked);
     let r = hinted.await.unwrap();
     assert_eq!(
         r.status(),
@@ -419,6 +421,7 @@ async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
     );
     let delta = get_text(&format!("{video}?_HLS_skip=YES")).await;
     assert!(delta.contains("#EXT-X-VERSION:9"));
+    hls_rules::assert_valid_live_playlist(&delta);
 
     // Dynamic MPD.
     let mpd = get_text(&format!("{base}/live/{id}/manifest.mpd")).await;
@@ -502,6 +505,7 @@ async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert!(!ended.contains("PRELOAD-HINT"));
+    hls_rules::assert_valid_live_playlist(&ended);
     let mpd = get_text(&format!("{base}/live/{id}/manifest.mpd")).await;
     assert!(mpd.contains("type=\"static\""), "{mpd}");
     let info = stream_info(&base, &id).await;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod hls_rules;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_oxcast");
 
 /// The repository root (for web/tests and node_modules).

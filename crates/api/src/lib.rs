@@ -150,11 +150,18 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             header::CONTENT_RANGE,
             header::ACCEPT_RANGES,
         ])
-        .max_age(std::time::Duration::from_secs(86_400));
+        .max_age(std::time::Duration::from_secs(86_400))
+        // Any origin is allowed, so responses do not depend on the request's Origin: no Vary
+        // on it, or a CDN would keep one copy of every segment per requesting site.
+        .vary([]);
 
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text));
+    // Playback: what every viewer fetches, several times a second each. Only the layers it
+    // needs (CORS, the request counter); no per-request span or request id, whose cost is
+    // most of what a cached playlist costs to serve.
+    let mut playback = Router::new();
     if routes.api {
         app = app
             .nest("/api/v1", api)
@@ -162,8 +169,8 @@ pub fn router(state: AppState, routes: Routes) -> Router {
                 "/upload/{upload_id}/{part_number}",
                 put(uploads::put_part).layer(DefaultBodyLimit::disable()),
             )
-            .route("/v/{video_id}/{*path}", get(origin::serve))
             .merge(web::routes());
+        playback = playback.route(PLAYBACK_ROUTES[0], get(origin::serve));
     }
     if routes.live {
         app = app
@@ -171,13 +178,14 @@ pub fn router(state: AppState, routes: Routes) -> Router {
                 "/live/{stream_id}/watching",
                 axum::routing::post(live_origin::watching).layer(DefaultBodyLimit::max(1024)),
             )
-            .route("/live/{stream_id}/{file}", get(live_origin::stable))
-            .route(
-                "/live/{stream_id}/{session_id}/{rendition}/{file}",
-                get(live_origin::session_file),
-            )
             .route("/time", get(live_origin::time));
+        playback = playback
+            .route(PLAYBACK_ROUTES[1], get(live_origin::stable))
+            .route(PLAYBACK_ROUTES[2], get(live_origin::session_file));
     }
+    let playback = playback
+        .layer(middleware::from_fn(count_playback))
+        .layer(cors.clone());
     app.layer(middleware::from_fn(count_requests))
         .layer(cors)
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs_f64(
@@ -190,7 +198,47 @@ pub fn router(state: AppState, routes: Routes) -> Router {
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .layer(middleware::from_fn(error::request_id))
+        .merge(playback)
         .with_state(state)
+}
+
+/// The playback routes, as `count_playback` labels them.
+const PLAYBACK_ROUTES: [&str; 3] = [
+    "/v/{video_id}/{*path}",
+    "/live/{stream_id}/{file}",
+    "/live/{stream_id}/{session_id}/{rendition}/{file}",
+];
+
+/// `count_requests` for playback, without allocating: the labels are static strings.
+async fn count_playback(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|p| PLAYBACK_ROUTES.iter().find(|r| **r == p.as_str()))
+        .copied()
+        .unwrap_or("unmatched");
+    let method = if req.method() == Method::HEAD {
+        "HEAD"
+    } else {
+        "GET"
+    };
+    let resp = next.run(req).await;
+    let status: metrics::SharedString = match resp.status().as_u16() {
+        200 => "200".into(),
+        206 => "206".into(),
+        304 => "304".into(),
+        404 => "404".into(),
+        503 => "503".into(),
+        other => other.to_string().into(),
+    };
+    metrics::counter!(
+        "oxcast_http_requests_total",
+        "route" => route,
+        "method" => method,
+        "status" => status
+    )
+    .increment(1);
+    resp
 }
 
 /// What an overflow connection gets (see [`serve`]): health and metrics, 503 for the rest.

@@ -98,9 +98,12 @@ impl Compressible {
         (body.clone(), coding)
     }
 
-    /// Bytes held, for cache weights: the compressed forms are a fraction of the body.
+    /// Bytes held, for cache weights: the compressed forms, when made, are a fraction of the
+    /// body.
     pub fn weight(&self) -> usize {
-        self.identity.len() + self.identity.len() / 4
+        let compressed =
+            self.gzip.get().map_or(0, Bytes::len) + self.br.get().map_or(0, Bytes::len);
+        self.identity.len() + compressed.max(self.identity.len() / 4)
     }
 }
 

@@ -11,7 +11,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::PathBuf;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::{Error, Meta, Object, Result};
@@ -46,12 +46,25 @@ pub(crate) fn etag(m: &std::fs::Metadata) -> String {
 }
 
 fn read_exact_at(file: &mut File, path: &std::path::Path, r: Range<u64>) -> Result<Bytes> {
-    let len = (r.end - r.start) as usize;
-    let mut buf = BytesMut::zeroed(len);
+    let len = r.end - r.start;
+    // Read straight into uninitialised capacity: no zeroing pass over the buffer first.
+    let mut buf = Vec::with_capacity(len as usize);
     file.seek(SeekFrom::Start(r.start))
         .map_err(|e| io(path, e))?;
-    file.read_exact(&mut buf).map_err(|e| io(path, e))?;
-    Ok(buf.freeze())
+    file.by_ref()
+        .take(len)
+        .read_to_end(&mut buf)
+        .map_err(|e| io(path, e))?;
+    if buf.len() as u64 != len {
+        return Err(io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "object shorter than its size",
+            ),
+        ));
+    }
+    Ok(Bytes::from(buf))
 }
 
 async fn blocking<T: Send + 'static>(

@@ -85,7 +85,8 @@ pub async fn serve(
 
     if let (Some(inm), Some(etag)) = (headers.get(header::IF_NONE_MATCH), &obj.etag_text) {
         let inm = inm.to_str().unwrap_or_default();
-        if none_match_hits(inm, etag) {
+        let coded = ["br", "gzip"].map(|c| coded_etag(etag, c));
+        if none_match_hits(inm, etag) || coded.iter().any(|e| none_match_hits(inm, e)) {
             return Ok((StatusCode::NOT_MODIFIED, common).into_response());
         }
     }
@@ -134,6 +135,14 @@ pub async fn serve(
                 let (b, used) = body.get(coding);
                 if let Some(name) = used.header() {
                     common.insert(header::CONTENT_ENCODING, HeaderValue::from_static(name));
+                    // Each coding is a different representation: its own strong ETag.
+                    if let Some(v) = obj
+                        .etag_text
+                        .as_deref()
+                        .and_then(|e| HeaderValue::from_str(&coded_etag(e, name)).ok())
+                    {
+                        common.insert(header::ETAG, v);
+                    }
                 }
                 b
             }
@@ -148,6 +157,14 @@ pub async fn serve(
     common.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     metrics::counter!("oxcast_origin_bytes_total").increment(len);
     Ok((status, common, Body::from_stream(read.body)).into_response())
+}
+
+/// The ETag of a compressed form: the identity's with the coding inside the quotes.
+fn coded_etag(etag: &str, coding: &str) -> String {
+    match etag.strip_suffix('"') {
+        Some(inner) => format!("{inner}-{coding}\""),
+        None => format!("{etag}-{coding}"),
+    }
 }
 
 /// Manifests are text and worth compressing; media is not.

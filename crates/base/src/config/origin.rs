@@ -8,8 +8,9 @@ pub struct OriginConfig {
     /// Memory for published objects the origin keeps (MiB): every object's headers, and the
     /// bytes of small ones (playlists, MPDs, init segments, posters).
     pub memory_cache_mb: u64,
-    /// Objects up to this size (KiB) are kept whole in that memory; larger ones are read from
-    /// the store on each request.
+    /// Objects up to this size (KiB) are kept whole in that memory (least recently used go
+    /// first); larger ones are read from the store on each request. The default holds the
+    /// segments of the default ladder (about 2 MB at 1080p), so popular videos play from memory.
     pub small_object_kb: u64,
     /// LL-HLS blocking playlist requests held open at once, in total; beyond it a request gets
     /// 503 with `Retry-After`, so a flood of held requests cannot exhaust memory or descriptors.
@@ -23,7 +24,7 @@ impl Default for OriginConfig {
     fn default() -> Self {
         Self {
             memory_cache_mb: 256,
-            small_object_kb: 512,
+            small_object_kb: 4096,
             max_blocking: 20_000,
             max_blocking_per_addr: 1_000,
         }

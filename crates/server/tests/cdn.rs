@@ -166,35 +166,6 @@ fn media_names(playlist: &str) -> Vec<String> {
         .collect()
 }
 
-/// A 360p30 test pattern with a tone and a keyframe every second, to publish with `-c copy`.
-fn live_source(dir: &Path, secs: u32) -> PathBuf {
-    let out = dir.join("live-360p.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("testsrc2=size=640x360:rate=30:duration={secs}"),
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("sine=frequency=440:sample_rate=48000:duration={secs}"),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "30",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "96k",
-        &out.display().to_string(),
-    ]);
-    out
-}
-
 /// When the origin itself first listed each hinted part, followed with direct blocking
 /// reloads: the reference for how stale a cached answer is.
 async fn follow_origin(
@@ -328,7 +299,7 @@ async fn vod_and_live_through_an_nginx_cache() {
     }
 
     // Live: one publisher, 200 viewers on blocking reloads through the cache.
-    let src = live_source(dir.path(), 60);
+    let src = live_source(dir.path(), "640x360", 60);
     let s = create_stream(&edge, "through the cache").await;
     let id = s["id"].as_str().unwrap().to_string();
     let key = s["stream_key"].as_str().unwrap().to_string();

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -80,36 +79,6 @@ fn publish(url: &str, format: &str, size: &str, secs: u32) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("ffmpeg")
-}
-
-/// A 720p30 test pattern with a tone, keyframes every second.
-fn live_source(dir: &Path, secs: u32) -> PathBuf {
-    let out = dir.join("live-720p.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("testsrc2=size=1280x720:rate=30:duration={secs}"),
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("sine=frequency=440:sample_rate=48000:duration={secs}"),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "30",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "96k",
-        "-shortest",
-        out.to_str().unwrap(),
-    ]);
-    out
 }
 
 /// Waits for a publisher to exit by itself; returns whether it succeeded and its stderr.
@@ -205,7 +174,7 @@ async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
     );
 
     let pushed_s = 36;
-    let src = live_source(dir.path(), pushed_s);
+    let src = live_source(dir.path(), "1280x720", pushed_s);
     let started = Instant::now();
     let publisher = publish_file(&rtmp_url(&server, &key), &src);
 

@@ -887,6 +887,37 @@ pub async fn stream_info(base: &str, id: &str) -> Value {
     .await
 }
 
+/// A `size` (`WxH`) 30 fps test pattern with a tone for `secs`, a keyframe every second, made
+/// once to be published with [`publish_file`] (`-c copy`).
+pub fn live_source(dir: &Path, size: &str, secs: u32) -> PathBuf {
+    let out = dir.join(format!("live-{size}.mp4"));
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=30:duration={secs}"),
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("sine=frequency=440:sample_rate=48000:duration={secs}"),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "30",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        "-shortest",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
 /// `ffmpeg -re` pushing a file, copied without re-encoding, to an RTMP URL: a publisher that
 /// leaves the test's two cores to the server's live encoder and the browser.
 pub fn publish_file(url: &str, file: &Path) -> Child {

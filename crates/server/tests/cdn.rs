@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 
 /// The server's live part duration (`live.part_s`, the default).
 const PART_S: f64 = 0.5;
@@ -137,16 +136,6 @@ http {{
         }
         by_uri
     }
-}
-
-/// The preload hint's (msn, part) in a live media playlist.
-fn preload_hint(playlist: &str) -> Option<(u64, u64)> {
-    let l = playlist
-        .lines()
-        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))?;
-    let name = l.split("URI=\"").nth(1)?.split('"').next()?;
-    let mut it = name.strip_prefix("part-")?.strip_suffix(".m4s")?.split('-');
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
 /// Part and segment file names a playlist lists.
@@ -387,51 +376,39 @@ async fn vod_and_live_through_an_nginx_cache() {
     );
 
     // hls.js in Chromium, through the cache, stays under 4 s of latency.
-    let (b, i) = (edge.clone(), id.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        node_script(
-            "live.mjs",
-            &[
-                "--base",
-                &b,
-                "--stream",
-                &i,
-                "--seconds",
-                "6",
-                "--max-latency",
-                "4",
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["ok"], true, "{out}");
+    browser_check(
+        "live.mjs",
+        &[
+            "--base",
+            &edge,
+            "--stream",
+            &id,
+            "--seconds",
+            "6",
+            "--max-latency",
+            "4",
+        ],
+    )
+    .await;
 
     // Shaka (HLS and DASH) and dash.js in their low-latency modes, through the cache too:
     // under 3.5 s (DASH segments reach them as they are written, in chunks).
-    let (b, i) = (edge.clone(), id.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        node_script(
-            "players.mjs",
-            &[
-                "--base",
-                &b,
-                "--stream",
-                &i,
-                "--players",
-                "shaka-hls,shaka-dash,dashjs",
-                "--seconds",
-                "5",
-                "--max-latency",
-                "3.5",
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["ok"], true, "{out}");
+    let summary = browser_check(
+        "players.mjs",
+        &[
+            "--base",
+            &edge,
+            "--stream",
+            &id,
+            "--players",
+            "shaka-hls,shaka-dash,dashjs",
+            "--seconds",
+            "5",
+            "--max-latency",
+            "3.5",
+        ],
+    )
+    .await;
     eprintln!("cdn: players {}", summary["players"]);
 
     // The 20 s DVR window: the playlist slides (the session is longer than that by now) and

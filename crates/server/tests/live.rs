@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -129,18 +128,6 @@ fn media_urls(base: &str, stream: &str, master: &str) -> Vec<String> {
             .map(|u| format!("{base}/live/{stream}/{}", u.trim_end_matches('"'))),
     );
     out
-}
-
-fn preload_hint(playlist: &str) -> Option<(u64, u64)> {
-    let uri = playlist
-        .lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))?;
-    let rest = uri
-        .trim_end_matches('"')
-        .strip_prefix("part-")?
-        .strip_suffix(".m4s")?;
-    let (m, p) = rest.split_once('-')?;
-    Some((m.parse().ok()?, p.parse().ok()?))
 }
 
 /// Decodes init + media with ffmpeg; returns its complaints (empty when clean).
@@ -419,31 +406,28 @@ async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
     while started.elapsed() < Duration::from_secs(14) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (b, i) = (base.clone(), id.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        node_script(
-            "live.mjs",
-            &[
-                "--base",
-                &b,
-                "--stream",
-                &i,
-                "--seconds",
-                "8",
-                "--max-latency",
-                "4",
-                "--dvr",
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["ok"], true, "{out}");
-    assert!(summary["latency_s"]["max"].as_f64().unwrap() < 4.0, "{out}");
+    let summary = browser_check(
+        "live.mjs",
+        &[
+            "--base",
+            &base,
+            "--stream",
+            &id,
+            "--seconds",
+            "8",
+            "--max-latency",
+            "4",
+            "--dvr",
+        ],
+    )
+    .await;
+    assert!(
+        summary["latency_s"]["max"].as_f64().unwrap() < 4.0,
+        "{summary}"
+    );
     assert!(
         summary["dvr"]["time_after_play_s"].as_f64().unwrap() < 8.0,
-        "DVR played from the start: {out}"
+        "DVR played from the start: {summary}"
     );
     while started.elapsed() < Duration::from_secs(31) {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -657,6 +657,32 @@ pub fn node_script(script: &str, args: &[&str]) -> String {
     stdout
 }
 
+/// Runs a browser test (`web/tests/<script>`) off the async runtime and returns its JSON
+/// summary, the last line it prints, after checking that it says `"ok": true`.
+pub async fn browser_check(script: &str, args: &[&str]) -> Value {
+    let script = script.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        node_script(&script, &args)
+    })
+    .await
+    .unwrap();
+    let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["ok"], true, "{out}");
+    summary
+}
+
+/// The preload hint's (msn, part) in a live media playlist.
+pub fn preload_hint(playlist: &str) -> Option<(u64, u64)> {
+    let l = playlist
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))?;
+    let name = l.split("URI=\"").nth(1)?.split('"').next()?;
+    let mut it = name.strip_prefix("part-")?.strip_suffix(".m4s")?.split('-');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
 /// `ffmpeg -v warning -i URL -map 0 -f null -`: every warning and error, which must be none at
 /// all for a clean stream.
 pub fn decode_warnings(url: &str) -> String {

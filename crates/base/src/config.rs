@@ -12,7 +12,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod live;
 mod origin;
+pub use live::LiveConfig;
 pub use origin::OriginConfig;
 
 pub use crate::roles::{Role, Roles};
@@ -128,33 +130,6 @@ impl StorageConfig {
             "storage.url {url:?}: expected s3://BUCKET or file:///PATH"
         ))
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct LiveConfig {
-    /// RTMP ingest (`rtmp://host:port/live/<key>`); unset disables RTMP.
-    pub rtmp_listen: Option<SocketAddr>,
-    /// SRT ingest (`srt://host:port?streamid=<key>`); unset disables SRT.
-    pub srt_listen: Option<SocketAddr>,
-    /// Host name put into the RTMP/SRT URLs shown to streamers; default: the listen address.
-    pub public_host: Option<String>,
-    /// Segment duration and keyframe interval, seconds.
-    pub segment_s: f64,
-    /// LL-HLS part (fMP4 fragment) duration, seconds.
-    pub part_s: f64,
-    /// How long a dropped publisher may take to reconnect into the same session.
-    pub grace_s: f64,
-    /// Candidate rungs as short-side heights; those above the source are dropped.
-    pub rungs: Vec<u32>,
-    /// Also offer the source video itself, copied without re-encoding.
-    pub passthrough: bool,
-    /// x264 preset for live renditions (always with `-tune zerolatency`).
-    pub preset: String,
-    /// How far back live viewers may seek (the time-shift window), seconds; unset: the whole
-    /// session. With a window, live playlists and MPDs slide and stay small however long the
-    /// stream runs; the whole session is still recorded and replayable once it ends.
-    pub dvr_window_s: Option<f64>,
 }
 
 /// What the HTTP server allows a connection, so that idle, slow or stalled clients cannot hold
@@ -308,23 +283,6 @@ impl Default for Config {
             live: LiveConfig::default(),
             storage: StorageConfig::default(),
             public_base_url: None,
-        }
-    }
-}
-
-impl Default for LiveConfig {
-    fn default() -> Self {
-        Self {
-            rtmp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 1935))),
-            srt_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
-            public_host: None,
-            segment_s: 2.0,
-            part_s: 0.5,
-            grace_s: 10.0,
-            rungs: vec![1080, 720, 360],
-            passthrough: false,
-            preset: "veryfast".into(),
-            dvr_window_s: None,
         }
     }
 }

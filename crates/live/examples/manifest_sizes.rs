@@ -74,7 +74,8 @@ fn session(seconds: u64, window: Option<f64>) -> SessionState {
                 starts_with_sync: audio || i % 4 == 0,
                 earliest_presentation_time: (i * part) as i64,
             };
-            r.add_part(&f, Bytes::from_static(b"x"), SEGMENT_S, PART_S, start);
+            // One chunk per part, as from an encoder writing whole parts.
+            r.add_chunk(&f, b"x", SEGMENT_S, PART_S * 1.05, start);
         }
     }
     st.publishing = true;

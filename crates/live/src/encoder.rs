@@ -1,8 +1,9 @@
 //! The real-time encoder: one ffmpeg process per publisher connection.
 //!
 //! It reads the publisher's container from stdin, decodes once, and writes one fragmented-MP4
-//! stream per rendition into a named pipe, with fragments of `part_s` (the LL-HLS parts) and a
-//! forced, closed GOP every `segment_s` so every rung cuts segments at the same instants.
+//! stream per rendition into a named pipe, as CMAF chunks a fraction of `part_s` long (LL-HLS
+//! parts are made of them, see `state::rendition`), with a forced, closed GOP every
+//! `segment_s` so every rung cuts segments at the same instants.
 //! x264 runs with `-tune zerolatency` (no lookahead, no B-frames) so a frame leaves the encoder
 //! as soon as it is coded.
 
@@ -90,8 +91,8 @@ impl EncoderPlan {
         let gop = ((self.frame_rate * self.segment_s).round() as u32)
             .max(1)
             .to_string();
-        let frag_us = ((self.part_s * 1e6) as u64).to_string();
-        let fmp4 = |a: &mut Vec<String>, fifo: &Path| {
+        let (video_chunk_us, audio_chunk_us) = self.chunk_us();
+        let fmp4 = |a: &mut Vec<String>, fifo: &Path, chunk_us: u64| {
             a.extend(
                 [
                     "-f",
@@ -102,7 +103,7 @@ impl EncoderPlan {
                 ]
                 .map(s),
             );
-            a.push(frag_us.clone());
+            a.push(chunk_us.to_string());
             a.extend(["-flush_packets".into(), "1".into()]);
             a.push(format!("file:{}", fifo.display()));
         };
@@ -145,9 +146,27 @@ impl EncoderPlan {
                     );
                 }
             }
-            fmp4(&mut a, &o.fifo);
+            let chunk_us = if o.rung.is_some() {
+                video_chunk_us
+            } else {
+                audio_chunk_us
+            };
+            fmp4(&mut a, &o.fifo, chunk_us);
         }
         a
+    }
+
+    /// `-frag_duration` for video and audio: CMAF chunks of about a fifth of a part (video) and
+    /// a quarter (audio), so that a part can be sent while it is written.
+    ///
+    /// ffmpeg starts a new fragment with the first packet at or past the duration, so video's
+    /// is half a frame short of a fifth: at 30 fps a 100 ms chunk of exactly 3 frames, whatever
+    /// the timestamps' rounding. Audio's is a quarter part: at 48 kHz six AAC frames (128 ms),
+    /// four to a 512 ms part, within the part target (`part_s` + 5 %).
+    fn chunk_us(&self) -> (u64, u64) {
+        let frame = 1.0 / self.frame_rate.max(1.0);
+        let video = (self.part_s / 5.0 - frame / 2.0).max(frame / 2.0);
+        ((video * 1e6) as u64, (self.part_s / 4.0 * 1e6) as u64)
     }
 }
 
@@ -265,7 +284,8 @@ mod tests {
                 .map(|w| &w[1])
                 .collect()
         };
-        assert_eq!(after("-frag_duration"), ["500000", "500000", "500000"]);
+        // Chunks: 3 frames of video (100 ms, half a frame of slack), 6 AAC frames of audio.
+        assert_eq!(after("-frag_duration"), ["83333", "83333", "125000"]);
         assert_eq!(after("-g"), ["60", "60"]);
         assert_eq!(after("-tune"), ["zerolatency", "zerolatency"]);
         assert_eq!(

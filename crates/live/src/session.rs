@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::encoder::{self, EncoderPlan, EncoderStats, LiveOutput};
-use crate::growing::{self, LiveObject};
+use crate::growing::{self, Growing, LiveObject};
 use crate::monitor::{MediaMeter, Monitor, Publisher, ViewerBoard};
 use crate::probe::{probe_source, Probed, SourceProbe};
 use crate::rendered::Rendered;
@@ -81,7 +81,11 @@ pub struct LatencyStats {
 pub(crate) struct Session {
     pub(crate) state: Mutex<SessionState>,
     pub(crate) monitor: Mutex<Monitor>,
+    /// Moves with every change that lists something new (playlist waiters watch it).
     pub(crate) changed: watch::Sender<u64>,
+    /// Moves with every chunk as well: only readers of objects being written watch it, so
+    /// that chunks do not wake every held playlist request.
+    pub(crate) grown: watch::Sender<u64>,
     /// Manifests as last rendered, shared by every request until the next change.
     rendered: Rendered,
     writer: mpsc::Sender<Write>,
@@ -91,6 +95,11 @@ pub(crate) struct Session {
 impl Session {
     fn bump(&self) {
         self.changed.send_modify(|v| *v += 1);
+        self.bump_grown();
+    }
+
+    fn bump_grown(&self) {
+        self.grown.send_modify(|v| *v += 1);
     }
 }
 
@@ -297,6 +306,7 @@ impl LiveManager {
             )),
             monitor: Mutex::new(Monitor::new()),
             changed: watch::channel(0).0,
+            grown: watch::channel(0).0,
             rendered: Rendered::default(),
             writer,
             title: String::new(),
@@ -450,34 +460,20 @@ impl LiveManager {
         file: &str,
     ) -> Result<LiveObject, LiveError> {
         let s = self.session_for(stream, session)?;
-        // The segment in progress (or the next) is sent as it is written (low-latency DASH).
-        if let Some(n) = growing::segment_number(file) {
+        // The segment in progress (low-latency DASH) and the part the preload hint names
+        // (LL-HLS) are sent as they are written; the next ones are held until they start.
+        if let Some(what) = Growing::of(file) {
             let hold = Duration::from_secs_f64(self.config.live.segment_s.max(1.0));
-            if let Some(o) = growing::open_segment(s.clone(), rendition.to_string(), n, hold).await
-            {
+            if let Some(o) = growing::open(s.clone(), rendition.to_string(), what, hold).await {
                 return Ok(o);
             }
         }
-        let mut changed = s.changed.subscribe();
-        // A player that follows the preload hint asks for the next part before it exists: hold
-        // it until the part is published (or the hint moves on, or a segment's time passes).
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_secs_f64(self.config.live.segment_s.max(1.0));
-        let video = loop {
-            changed.borrow_and_update();
-            {
-                let st = s.state.lock().expect("state");
-                if let Some(b) = st.hot(rendition, file) {
-                    return Ok(LiveObject::Whole(b));
-                }
-                if !st.is_hinted(rendition, file) {
-                    break st.video_id;
-                }
+        let video = {
+            let st = s.state.lock().expect("state");
+            if let Some(b) = st.hot(rendition, file) {
+                return Ok(LiveObject::Whole(b));
             }
-            tokio::select! {
-                r = changed.changed() => if r.is_err() { return Err(LiveError::NotLive) },
-                _ = tokio::time::sleep_until(deadline) => return Err(LiveError::NotFound(file.into())),
-            }
+            st.video_id
         };
         let key = keys::video_object(video, &format!("{rendition}/{file}"))
             .map_err(|_| LiveError::NotFound(file.into()))?;
@@ -562,6 +558,7 @@ impl LiveManager {
             )),
             monitor: Mutex::new(Monitor::new()),
             changed: watch::channel(0).0,
+            grown: watch::channel(0).0,
             rendered: Rendered::default(),
             writer,
             title,
@@ -927,15 +924,16 @@ impl LiveManager {
                 .map_or(st.started_at_ms, |e| e.wall_start_ms);
             let mut rest = Vec::new();
             for r in &mut st.renditions {
-                rest.extend(r.close(wall).map(|c| (r.name.clone(), c)));
+                let name = r.name.clone();
+                rest.extend(r.close(wall).into_writes().map(|w| (name.clone(), w)));
             }
             st.ended = true;
             st.publishing = false;
             (st.video_id, rest)
         };
-        for (name, c) in segments {
-            if let Ok(k) = keys::video_object(video, &format!("{name}/{}", c.name)) {
-                let _ = session.writer.send(Write::Put(k, c.data)).await;
+        for (name, (file, data)) in segments {
+            if let Ok(k) = keys::video_object(video, &format!("{name}/{file}")) {
+                let _ = session.writer.send(Write::Put(k, data)).await;
             }
         }
         session.bump();
@@ -1206,9 +1204,10 @@ async fn package(
         };
         for ev in events {
             let mut writes = Vec::new();
+            let listed;
             {
                 let mut st = session.state.lock().expect("state");
-                let (seg_s, part_s) = (st.segment_s, st.part_s);
+                let (seg_s, part_target) = (st.segment_s, st.part_target());
                 let Some(r) = st.rendition(&name) else {
                     continue;
                 };
@@ -1217,35 +1216,36 @@ async fn package(
                         let data = Bytes::from(bytes);
                         let file = r.set_init(epoch, track, data.clone());
                         writes.push((file, data));
+                        listed = true;
                     }
                     SplitEvent::Fragment { bytes, fragment } => {
                         let base = *first_bdt.get_or_insert(fragment.base_media_decode_time);
                         let ts = f64::from(r.track.as_ref().map_or(1, |t| t.timescale.max(1)));
                         let video_rendition = r.rung.is_some();
-                        let data = Bytes::from(bytes);
-                        let (file, done) =
-                            r.add_part(&fragment, data.clone(), seg_s, part_s, wall_start_ms);
-                        writes.push((file, data));
+                        let added =
+                            r.add_chunk(&fragment, &bytes, seg_s, part_target, wall_start_ms);
+                        listed = !added.is_empty();
                         let end_s = (fragment.base_media_decode_time + fragment.duration - base)
                             as f64
                             / ts;
                         let lat = (clock.now_ms() - wall_start_ms) as f64 / 1000.0 - end_s;
-                        for c in done {
-                            writes.push((c.name.clone(), c.data.clone()));
-                            if video_rendition {
-                                st.segment_latency.push(lat);
-                                metrics::histogram!("oxcast_live_segment_latency_seconds")
-                                    .record(lat);
-                            }
-                        }
-                        if video_rendition {
+                        if video_rendition && !added.parts.is_empty() {
                             st.part_latency.push(lat);
                             metrics::histogram!("oxcast_live_part_latency_seconds").record(lat);
                         }
+                        if video_rendition && !added.segments.is_empty() {
+                            st.segment_latency.push(lat);
+                            metrics::histogram!("oxcast_live_segment_latency_seconds").record(lat);
+                        }
+                        writes.extend(added.into_writes());
                     }
                 }
             }
-            session.bump();
+            if listed {
+                session.bump();
+            } else {
+                session.bump_grown();
+            }
             for (file, data) in writes {
                 if let Ok(k) = keys::video_object(video, &format!("{name}/{file}")) {
                     let _ = session.writer.send(Write::Put(k, data)).await;
@@ -1259,10 +1259,12 @@ async fn package(
         let Some(r) = st.rendition(&name) else { return };
         r.close(wall_start_ms)
     };
-    if let Some(c) = done {
+    if !done.is_empty() {
         session.bump();
-        if let Ok(k) = keys::video_object(video, &format!("{name}/{}", c.name)) {
-            let _ = session.writer.send(Write::Put(k, c.data)).await;
+        for (file, data) in done.into_writes() {
+            if let Ok(k) = keys::video_object(video, &format!("{name}/{file}")) {
+                let _ = session.writer.send(Write::Put(k, data)).await;
+            }
         }
     }
 }

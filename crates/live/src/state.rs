@@ -158,7 +158,7 @@ impl SessionState {
         let Some(r) = self.renditions.iter().find(|r| r.name == rendition) else {
             return Progress::Gone;
         };
-        if number == r.next_number && !r.open.parts.is_empty() {
+        if number == r.next_number && !r.open.data.is_empty() {
             let data = &r.open.data;
             return Progress::Writing(Bytes::copy_from_slice(&data[from.min(data.len())..]));
         }
@@ -175,15 +175,24 @@ impl SessionState {
         }
     }
 
-    /// Whether `file` is the part a rendition's playlist announces as coming next
-    /// (`EXT-X-PRELOAD-HINT`): a request for it is held until it exists.
-    pub fn is_hinted(&self, rendition: &str, file: &str) -> bool {
-        !self.ended
-            && self.publishing
-            && self.renditions.iter().any(|r| {
-                r.name == rendition
-                    && file == format!("part-{}-{}.m4s", r.next_number, r.open.parts.len())
-            })
+    /// Where part `file` of `rendition` stands, for sending the part a preload hint names
+    /// while it is written: its bytes from `from` on. `NotYet` while its first chunk is still
+    /// to come; `Gone` for a part that is neither in memory nor the next.
+    pub fn part_progress(&self, rendition: &str, file: &str, from: usize) -> Progress {
+        let Some(r) = self.renditions.iter().find(|r| r.name == rendition) else {
+            return Progress::Gone;
+        };
+        if let Some(b) = r.hot.get(file) {
+            return Progress::Done(b.clone());
+        }
+        if self.ended || r.next_part_name() != file {
+            return Progress::Gone;
+        }
+        match r.part_bytes(from) {
+            Some(b) => Progress::Writing(Bytes::copy_from_slice(b)),
+            None if self.publishing => Progress::NotYet,
+            None => Progress::Gone,
+        }
     }
 
     pub fn latency_estimate(&self) -> Option<f64> {
@@ -292,7 +301,7 @@ pub fn rfc3339_ms(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::rendition::tests::{frag, video};
+    use super::rendition::tests::{frag, video, whole_part};
     use super::*;
     use oxcast_base::{SessionId, StreamId, VideoId};
 
@@ -324,13 +333,7 @@ mod tests {
             r.set_init(epoch, video().track.unwrap(), Bytes::new());
         }
         for i in 0..parts {
-            r.add_part(
-                &frag(i * 500, 500, i % 4 == 0),
-                Bytes::from_static(b"p"),
-                2.0,
-                0.5,
-                wall,
-            );
+            whole_part(r, frag(i * 500, 500, i % 4 == 0), b"p", wall);
         }
     }
 

@@ -99,6 +99,20 @@ fn wait_exit(mut child: Child, timeout: Duration) -> (bool, String) {
     }
 }
 
+/// The types of an MP4's top-level boxes (stops at a malformed one).
+fn top_level_boxes(data: &[u8]) -> impl Iterator<Item = [u8; 4]> + '_ {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let head = data.get(pos..pos + 8)?;
+        let size = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+        if size < 8 {
+            return None;
+        }
+        pos += size;
+        Some(head[4..8].try_into().unwrap())
+    })
+}
+
 async fn wait_for(url: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     loop {
@@ -277,24 +291,46 @@ async fn rtmp_live_with_ll_hls_dvr_browser_and_recording() {
             .any(|l| l.starts_with("#EXT-X-PART:") && l.contains(&format!("URI=\"{next}\"")))
     };
     assert!(!lists(&now), "the hinted part is not listed yet");
-    // The hinted part itself, asked for before it exists, is held until it does.
-    let hinted = http().get(format!("{folder}{next}")).send();
+    // The hinted part itself, asked for before it exists, is held until it starts and then
+    // sent as it is written, a CMAF chunk at a time: its first bytes arrive before the part is
+    // complete, which is when the blocking reload lists it.
+    let hinted = {
+        let url = format!("{folder}{next}");
+        tokio::spawn(async move {
+            let mut r = http().get(url).send().await.unwrap();
+            let status = r.status();
+            let (mut body, mut first, mut reads) = (Vec::new(), None, 0);
+            while let Some(c) = r.chunk().await.unwrap() {
+                first.get_or_insert_with(Instant::now);
+                reads += 1;
+                body.extend_from_slice(&c);
+            }
+            (status, body, first, reads)
+        })
+    };
     let blocked = get_text(&format!("{video}?_HLS_msn={msn}&_HLS_part={part}")).await;
+    let listed_at = Instant::now();
     assert!(
         lists(&blocked),
         "the blocking answer lists the part it waited for:\n{blocked}"
     );
     hls_rules::assert_valid_live_playlist(&blocked);
-    let r = hinted.await.unwrap();
+    let (status, body, first, reads) = hinted.await.unwrap();
+    assert_eq!(status, 200, "the preload hint is served");
     assert_eq!(
-        r.status(),
-        200,
-        "the preload hint is served once the part exists"
-    );
-    assert_eq!(
-        r.bytes().await.unwrap(),
+        body,
         get_bytes(&format!("{folder}{next}")).await,
         "and it is the part"
+    );
+    let moofs = top_level_boxes(&body).filter(|b| b == b"moof").count();
+    assert!(moofs >= 3, "a part is several CMAF chunks, not {moofs}");
+    assert!(
+        reads >= 2,
+        "the part came in {reads} read(s), not as it was written"
+    );
+    assert!(
+        first.expect("a body") < listed_at,
+        "the part's first chunk was sent before the part was complete"
     );
     // Every other rendition's live edge is reported, for players that switch.
     let reports: Vec<&str> = blocked

@@ -14,14 +14,15 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use oxcast_base::{SessionId, StreamId};
 use oxcast_live::{LiveError, LiveManager, LiveObject};
-use oxcast_media::compress::{self, Compressible};
+use oxcast_media::compress::{self, Coding, Compressible};
 use serde::Deserialize;
 
 use crate::limits::{ClientAddr, Refused};
@@ -100,17 +101,25 @@ fn live_error(e: LiveError) -> Response {
 }
 
 /// A manifest response: compressed as the client accepts, cacheable for `max_age_s`.
-fn manifest(
-    ctype: &'static str,
-    max_age_s: u64,
-    body: &Compressible,
-    headers: &HeaderMap,
-) -> Response {
-    let coding = compress::negotiate(
-        headers
-            .get(header::ACCEPT_ENCODING)
-            .and_then(|v| v.to_str().ok()),
-    );
+/// The coding the client takes, read from `Accept-Encoding`. Handlers take this rather than
+/// the request's headers: a blocking reload is held for up to a few seconds by each of
+/// thousands of viewers, and whatever its handler holds is held that long.
+pub struct Accepts(Coding);
+
+impl<S: Send + Sync> FromRequestParts<S> for Accepts {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Accepts(compress::negotiate(
+            parts
+                .headers
+                .get(header::ACCEPT_ENCODING)
+                .and_then(|v| v.to_str().ok()),
+        )))
+    }
+}
+
+fn manifest(ctype: &'static str, max_age_s: u64, body: &Compressible, coding: Coding) -> Response {
     let (bytes, used) = body.get(coding);
     let mut r = bytes.into_response();
     let h = r.headers_mut();
@@ -144,7 +153,7 @@ fn secs(s: f64) -> u64 {
 pub async fn stable(
     State(state): State<AppState>,
     Path((id, file)): Path<(String, String)>,
-    headers: HeaderMap,
+    Accepts(coding): Accepts,
 ) -> Response {
     let (Ok(manager), Ok(stream)) = (manager(&state), id.parse::<StreamId>()) else {
         return live_error(LiveError::NotLive);
@@ -153,10 +162,10 @@ pub async fn stable(
     let result = match file.as_str() {
         "master.m3u8" => manager
             .master(stream)
-            .map(|b| manifest("application/vnd.apple.mpegurl", half_segment, &b, &headers)),
+            .map(|b| manifest("application/vnd.apple.mpegurl", half_segment, &b, coding)),
         "manifest.mpd" => manager
             .mpd(stream, "/time")
-            .map(|b| manifest("application/dash+xml", half_segment, &b, &headers)),
+            .map(|b| manifest("application/dash+xml", half_segment, &b, coding)),
         _ => Err(LiveError::NotFound(file)),
     };
     result.unwrap_or_else(live_error)
@@ -169,7 +178,7 @@ pub async fn session_file(
     Path((id, session, rendition, file)): Path<(String, String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
     ClientAddr(addr): ClientAddr,
-    headers: HeaderMap,
+    Accepts(coding): Accepts,
 ) -> Response {
     let (Ok(manager), Ok(stream), Ok(session)) = (
         manager(&state),
@@ -199,6 +208,8 @@ pub async fn session_file(
             }
         };
         let skip = q.get("_HLS_skip").is_some_and(|v| v == "YES" || v == "v2");
+        // Nothing more is read from the query; its strings need not be held with the request.
+        drop(q);
         // A held request costs a task, a connection and its buffers: capped per address and in
         // total, so a flood of them cannot exhaust memory or descriptors.
         let _permit = match msn {
@@ -217,7 +228,7 @@ pub async fn session_file(
             .media_playlist(stream, session, &rendition, msn, part, skip)
             .await
         {
-            Ok(body) => manifest("application/vnd.apple.mpegurl", max_age, &body, &headers),
+            Ok(body) => manifest("application/vnd.apple.mpegurl", max_age, &body, coding),
             Err(e) => live_error(e),
         };
     }

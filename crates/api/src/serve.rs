@@ -19,8 +19,8 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use oxcast_base::ratelog::{LogLimiter, Verdict};
@@ -72,19 +72,19 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let counts = Arc::new(Counts::default());
     let graceful = GracefulShutdown::new();
-    // HTTP/1 only: the auto builder's h1/h2 sniffing waits for a first byte with no timeout, so
-    // a client that connects and sends nothing would never meet the header timer. Players and
-    // CDNs speak HTTP/1.1 to an origin without TLS.
-    let mut full = auto::Builder::new(TokioExecutor::new()).http1_only();
+    // HTTP/1 only, with hyper's own HTTP/1 connection rather than hyper-util's auto one: the
+    // auto builder's h1/h2 sniffing waits for a first byte with no timeout, so a client that
+    // connects and sends nothing would never meet the header timer, and its connection state
+    // has room for HTTP/2 in every one of thousands of held connections. Players and CDNs speak
+    // HTTP/1.1 to an origin without TLS.
+    let mut full = http1::Builder::new();
     // A 64 KiB read buffer (hyper grows it to ~400 KiB by default) bounds what each of
     // thousands of connections holds, with no measurable cost to upload speed.
-    full.http1()
-        .timer(TokioTimer::new())
+    full.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(64 << 10);
-    let mut restricted = auto::Builder::new(TokioExecutor::new()).http1_only();
+    let mut restricted = http1::Builder::new();
     restricted
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(1))
         .keep_alive(false);
@@ -144,9 +144,7 @@ pub async fn serve(
             },
         ));
         let builder = if overflow { &restricted } else { &full };
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _slot = slot;

@@ -15,6 +15,7 @@ pub mod live;
 pub mod live_origin;
 pub mod openapi;
 pub mod origin;
+mod playback_count;
 pub mod serve;
 pub mod signing;
 pub mod uploads;
@@ -35,6 +36,7 @@ use oxcast_base::clock::SharedClock;
 use oxcast_base::Config;
 use oxcast_db::Db;
 use oxcast_store::Store;
+use playback_count::PLAYBACK_ROUTES;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -184,7 +186,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             .route(PLAYBACK_ROUTES[2], get(live_origin::session_file));
     }
     let playback = playback
-        .layer(middleware::from_fn(count_playback))
+        .layer(playback_count::CountPlayback)
         .layer(cors.clone());
     app.layer(middleware::from_fn(count_requests))
         .layer(cors)
@@ -200,45 +202,6 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         .layer(middleware::from_fn(error::request_id))
         .merge(playback)
         .with_state(state)
-}
-
-/// The playback routes, as `count_playback` labels them.
-const PLAYBACK_ROUTES: [&str; 3] = [
-    "/v/{video_id}/{*path}",
-    "/live/{stream_id}/{file}",
-    "/live/{stream_id}/{session_id}/{rendition}/{file}",
-];
-
-/// `count_requests` for playback, without allocating: the labels are static strings.
-async fn count_playback(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .and_then(|p| PLAYBACK_ROUTES.iter().find(|r| **r == p.as_str()))
-        .copied()
-        .unwrap_or("unmatched");
-    let method = if req.method() == Method::HEAD {
-        "HEAD"
-    } else {
-        "GET"
-    };
-    let resp = next.run(req).await;
-    let status: metrics::SharedString = match resp.status().as_u16() {
-        200 => "200".into(),
-        206 => "206".into(),
-        304 => "304".into(),
-        404 => "404".into(),
-        503 => "503".into(),
-        other => other.to_string().into(),
-    };
-    metrics::counter!(
-        "oxcast_http_requests_total",
-        "route" => route,
-        "method" => method,
-        "status" => status
-    )
-    .increment(1);
-    resp
 }
 
 /// What an overflow connection gets (see [`serve`]): health and metrics, 503 for the rest.

@@ -17,7 +17,7 @@ use axum::http::HeaderValue;
 use bytes::Bytes;
 use oxcast_base::VideoId;
 use oxcast_db::{Db, VideoStatus};
-use oxcast_store::{Key, Meta, Store};
+use oxcast_store::{keys, Meta, Store};
 
 use oxcast_media::compress::Compressible;
 
@@ -126,6 +126,10 @@ impl OriginCache {
     /// Whether `video` is ready. Concurrent checks of the same video share one query; only a
     /// "ready" answer is remembered, so a video becomes playable the moment it is ready.
     pub async fn ready(&self, db: &Db, video: VideoId) -> Result<(), Miss> {
+        // A plain lookup first: cheaper than the loading path when the answer is cached.
+        if self.ready.get(&video).await.is_some() {
+            return Ok(());
+        }
         self.ready
             .try_get_with(video, async move {
                 match db.video(video).await? {
@@ -142,14 +146,26 @@ impl OriginCache {
         self.ready.invalidate(&video).await;
     }
 
-    /// The object at `key`, with its bytes when it is small.
-    pub async fn object(&self, store: &Store, key: &Key) -> Result<Arc<CachedObject>, Miss> {
+    /// The object `name` of `video`, with its bytes when it is small. `name` comes from the
+    /// request: it is checked (and the store key built) only when it is not cached, and only
+    /// objects that exist are cached.
+    pub async fn object(
+        &self,
+        store: &Store,
+        video: VideoId,
+        name: &str,
+    ) -> Result<Arc<CachedObject>, Miss> {
+        let id = format!("{video}/{name}");
+        if let Some(o) = self.objects.get(&id).await {
+            return Ok(o);
+        }
+        let key = keys::video_object(video, name).map_err(|_| Miss::NotFound)?;
         let small = self.small_object;
         self.objects
-            .try_get_with(key.to_string(), async move {
-                let meta = store.head(key).await?.ok_or(Lookup::NotFound)?;
+            .try_get_with(id, async move {
+                let meta = store.head(&key).await?.ok_or(Lookup::NotFound)?;
                 let body = if meta.size <= small {
-                    Some(store.get_bytes(key).await?)
+                    Some(store.get_bytes(&key).await?)
                 } else {
                     None
                 };

@@ -58,7 +58,6 @@ pub async fn serve(
     let not_found = || ApiError::NotFound("object".into());
     let id = parse_video_id(&video).map_err(|_| not_found())?;
     let ctype = content_type(&path).ok_or_else(not_found)?;
-    let key = keys::video_object(id, &path).map_err(|_| not_found())?;
     let miss = |m: Miss| match m {
         Miss::NotFound => not_found(),
         Miss::Failed(e) => ApiError::Internal(e),
@@ -66,7 +65,7 @@ pub async fn serve(
     state.origin.ready(&state.db, id).await.map_err(miss)?;
     let obj = state
         .origin
-        .object(&state.store, &key)
+        .object(&state.store, id, &path)
         .await
         .map_err(miss)?;
 
@@ -148,15 +147,22 @@ pub async fn serve(
             }
             None => body.identity().clone(),
         };
-        metrics::counter!("oxcast_origin_bytes_total").increment(bytes.len() as u64);
+        origin_bytes().increment(bytes.len() as u64);
         return Ok((status, common, bytes).into_response());
     }
 
+    let key = keys::video_object(id, &path).map_err(|_| not_found())?;
     let read = state.store.get(&key, range).await?;
     let len = read.range.end - read.range.start;
     common.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    metrics::counter!("oxcast_origin_bytes_total").increment(len);
+    origin_bytes().increment(len);
     Ok((status, common, Body::from_stream(read.body)).into_response())
+}
+
+/// Looked up once: the registry lookup would cost more than serving a cached playlist's bytes.
+fn origin_bytes() -> &'static metrics::Counter {
+    static C: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+    C.get_or_init(|| metrics::counter!("oxcast_origin_bytes_total"))
 }
 
 /// The ETag of a compressed form: the identity's with the coding inside the quotes.

@@ -238,12 +238,16 @@ pub async fn reset_key(
     let mut s = stream(&state, &id).await?;
     s.stream_key = new_key();
     state.db.reset_stream_key(s.id, &s.stream_key).await?;
+    // The old key's publisher goes (a leaked key is the usual reason for a reset); on another
+    // live node, within a few seconds of its monitor seeing the new key.
+    let kicked = live(&state).is_ok_and(|l| l.disconnect(s.id));
     // Never the key, old or new: logs are read by more people than the stream's owner.
-    tracing::info!(stream = %s.id, "stream key reset");
+    tracing::info!(stream = %s.id, publisher_disconnected = kicked, "stream key reset");
     Ok(Json(view(&state, &s).await?))
 }
 
-/// Delete a live stream. Recordings of its past sessions stay in the library.
+/// Delete a live stream. A session in progress ends at once (its publisher is disconnected) and
+/// its recording is published; recordings of past sessions stay in the library.
 #[utoipa::path(delete, operation_id = "deleteLiveStream", path = "/api/v1/live-streams/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404)))]
 pub async fn delete(
@@ -251,6 +255,10 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let s = stream(&state, &id).await?;
+    // End the session first: it is recorded under the stream's row, which goes next.
+    if let Ok(l) = live(&state) {
+        l.end_stream(s.id).await;
+    }
     state.db.delete_live_stream(s.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,6 +17,7 @@ mod probe;
 pub mod rendered;
 mod session;
 pub mod state;
+mod stop;
 pub mod viewers;
 
 pub use growing::LiveObject;

@@ -15,6 +15,9 @@ use crate::health::{Alert, AlertRules, EncoderReading, HealthMonitor, Sample};
 use crate::session::{LiveError, LiveManager, Session};
 use crate::viewers::{ViewerCounter, ViewerError, WINDOW_MS};
 
+/// Every this many monitor ticks (seconds), the stream's row is checked.
+const STREAM_CHECK_TICKS: u64 = 3;
+
 /// The charts' span.
 const HISTORY_MS: i64 = 30 * 60 * 1000;
 /// Viewers counted per stream at most: memory stays bounded whatever clients send.
@@ -227,10 +230,16 @@ impl LiveManager {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 _ = every.tick() => {}
                 _ = self.shutdown.cancelled() => return,
+            }
+            ticks += 1;
+            // A deletion or key reset made through another API node (see `stop`).
+            if ticks.is_multiple_of(STREAM_CHECK_TICKS) {
+                self.check_stream(stream).await;
             }
             let (reading, publishing, ended) = {
                 let st = session.state.lock().expect("state");

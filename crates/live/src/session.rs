@@ -109,13 +109,28 @@ enum Write {
 }
 
 #[derive(Default)]
-struct Slot {
-    session: Option<Arc<Session>>,
-    publisher: bool,
+pub(crate) struct Slot {
+    pub(crate) session: Option<Arc<Session>>,
+    pub(crate) publisher: bool,
+    /// Cancelled to disconnect the current publisher (a new token per publisher).
+    pub(crate) kick: CancellationToken,
+    /// The key the current publisher connected with, to notice it being reset elsewhere.
+    pub(crate) key: String,
+    /// Cancelled when the stream is deleted: its session ends without a grace period.
+    pub(crate) closed: CancellationToken,
     /// Counts publisher connections, so a stale grace timer knows it was superseded.
     generation: u64,
     /// The last publisher refused after probing, until one is accepted.
     refused: Option<RefusedPublish>,
+}
+
+/// A publisher's place in its stream's slot.
+struct Reserved {
+    generation: u64,
+    /// The session a reconnecting publisher resumes.
+    resumed: Option<Arc<Session>>,
+    kick: CancellationToken,
+    closed: CancellationToken,
 }
 
 /// The start of a publisher's media, probed.
@@ -130,12 +145,12 @@ struct Head {
 const PROBE_WAIT: Duration = Duration::from_secs(5);
 
 pub struct LiveManager {
-    db: Db,
+    pub(crate) db: Db,
     store: Store,
     pub(crate) config: Arc<Config>,
     pub(crate) clock: SharedClock,
     scratch: PathBuf,
-    slots: Mutex<HashMap<StreamId, Slot>>,
+    pub(crate) slots: Mutex<HashMap<StreamId, Slot>>,
     pub(crate) viewers: Mutex<ViewerBoard>,
     pub(crate) shutdown: CancellationToken,
 }
@@ -500,19 +515,29 @@ impl LiveManager {
 
     /// Takes the stream's publisher place; returns its generation and the session a reconnecting
     /// publisher resumes, if any. A new session is only opened once the media has been probed.
-    fn reserve(&self, stream: StreamId) -> Result<(u64, Option<Arc<Session>>), Refusal> {
+    fn reserve(&self, stream: &LiveStream) -> Result<Reserved, Refusal> {
         let mut slots = self.slots.lock().expect("slots");
-        let slot = slots.entry(stream).or_default();
+        let slot = slots.entry(stream.id).or_default();
         if slot.publisher {
             return Err(Refusal("this stream already has a live publisher".into()));
         }
+        if slot.closed.is_cancelled() {
+            return Err(Refusal("this stream was deleted".into()));
+        }
         slot.publisher = true;
         slot.generation += 1;
-        let resumable = slot
+        slot.kick = CancellationToken::new();
+        slot.key = stream.stream_key.clone();
+        let resumed = slot
             .session
             .clone()
             .filter(|s| !s.state.lock().expect("state").ended);
-        Ok((slot.generation, resumable))
+        Ok(Reserved {
+            generation: slot.generation,
+            resumed,
+            kick: slot.kick.clone(),
+            closed: slot.closed.clone(),
+        })
     }
 
     /// Gives the publisher place back, unless a newer publisher holds it.
@@ -575,11 +600,16 @@ impl LiveManager {
     async fn run_epoch(
         self: Arc<Self>,
         live_stream: LiveStream,
-        resumed: Option<Arc<Session>>,
-        generation: u64,
+        place: Reserved,
         mut media: MediaStream,
         from: (&'static str, std::net::SocketAddr),
     ) {
+        let Reserved {
+            generation,
+            resumed,
+            kick,
+            closed,
+        } = place;
         let stream = live_stream.id;
         let head = self.probe_head(&mut media).await;
         let (session, head) = match (head, resumed) {
@@ -615,7 +645,7 @@ impl LiveManager {
                     fps: head.probe.frame_rate,
                     audio_codec: head.probe.audio_codec.clone(),
                 });
-                self.encode_epoch(&session, media, head).await
+                self.encode_epoch(&session, media, head, kick).await
             }
             Err(why) => Err(why),
         };
@@ -644,6 +674,7 @@ impl LiveManager {
         tokio::select! {
             _ = tokio::time::sleep(grace) => {}
             _ = self.shutdown.cancelled() => {}
+            _ = closed.cancelled() => {}
         }
         let expired = self
             .slots
@@ -719,6 +750,7 @@ impl LiveManager {
         session: &Arc<Session>,
         mut media: MediaStream,
         head: Head,
+        kick: CancellationToken,
     ) -> Result<(), String> {
         let Head {
             probe,
@@ -823,12 +855,23 @@ impl LiveManager {
 
         let mut stdin = child.stdin.take().expect("piped");
         let pump_session = session.clone();
-        // Ends with the publisher; the encoder then drains and exits.
+        // Ends with the publisher, or when it is disconnected (`kick`: its media stream is
+        // dropped, which closes its connection); the encoder then drains and exits.
         tokio::spawn(async move {
             if stdin.write_all(&head).await.is_err() {
                 return;
             }
-            while let Some(chunk) = media.rx.recv().await {
+            loop {
+                let chunk = tokio::select! {
+                    c = media.rx.recv() => match c {
+                        Some(c) => c,
+                        None => break,
+                    },
+                    _ = kick.cancelled() => {
+                        tracing::info!("publisher disconnected by the server");
+                        break;
+                    }
+                };
                 pump_session
                     .state
                     .lock()
@@ -841,6 +884,7 @@ impl LiveManager {
                     break;
                 }
             }
+            drop(media);
             let _ = stdin.shutdown().await;
         });
 
@@ -912,7 +956,7 @@ impl LiveManager {
 
     /// Ends a session: last playlists get ENDLIST, the recording is written as VOD and
     /// published. Idempotent.
-    async fn finish(&self, session: &Arc<Session>) {
+    pub(crate) async fn finish(&self, session: &Arc<Session>) {
         let (video, segments) = {
             let mut st = session.state.lock().expect("state");
             if st.ended {
@@ -1121,24 +1165,19 @@ impl PublishHandler for LiveHandler {
                 return Err(Refusal("internal error".into()));
             }
         };
-        let (generation, resumed) = this.reserve(stream.id).inspect_err(|_| {
+        let place = this.reserve(&stream).inspect_err(|_| {
             metrics::counter!("oxcast_live_publish_refused_total", "reason" => "busy").increment(1);
         })?;
-        let session = resumed
+        let session = place
+            .resumed
             .as_ref()
             .map(|s| s.state.lock().expect("state").session_id.to_string());
         tracing::info!(stream = %stream.id, resumes = session.as_deref(), protocol = req.protocol.as_str(), peer = %req.peer, "publisher accepted; probing its media");
         let span = tracing::info_span!("live", stream = %stream.id);
         let me = this.clone();
         tokio::spawn(
-            me.run_epoch(
-                stream,
-                resumed,
-                generation,
-                media,
-                (req.protocol.as_str(), req.peer),
-            )
-            .instrument(span),
+            me.run_epoch(stream, place, media, (req.protocol.as_str(), req.peer))
+                .instrument(span),
         );
         Ok(())
     }

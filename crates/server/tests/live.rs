@@ -689,3 +689,115 @@ async fn a_server_killed_mid_session_still_publishes_what_was_recorded() {
         .log()
         .contains("recording of the interrupted session published"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_key_disconnects_the_publisher_and_deleting_a_live_stream_ends_its_session() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = live_server();
+    let base = server.base.clone();
+    let s = create_stream(&base, "to be deleted").await;
+    let (id, key) = (
+        s["id"].as_str().unwrap().to_string(),
+        s["stream_key"].as_str().unwrap().to_string(),
+    );
+    let publisher = publish(&rtmp_url(&server, &key), "flv", "640x360", 60);
+    let master = wait_for(
+        &format!("{base}/live/{id}/master.m3u8"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let video = media_urls(&base, &id, &master).remove(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while segments(&get_text(&video).await).len() < 2 {
+        assert!(Instant::now() < deadline, "segments not arriving");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let info = stream_info(&base, &id).await;
+    let session = info["current_session"]["id"].as_str().unwrap().to_string();
+    let recording = info["current_session"]["video_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A reset key (the old one leaked): its publisher goes at once, long before its 60 s end.
+    let r = http()
+        .post(format!("{base}/api/v1/live-streams/{id}/reset-key"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let new_key = json(r).await["stream_key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, key);
+    let (_, err) =
+        tokio::task::spawn_blocking(move || wait_exit(publisher, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert_ne!(
+        err, "still running at the deadline",
+        "the old key's publisher was not disconnected"
+    );
+    let (ok, _) = tokio::task::spawn_blocking({
+        let url = rtmp_url(&server, &key);
+        move || wait_exit(publish(&url, "flv", "320x240", 3), Duration::from_secs(15))
+    })
+    .await
+    .unwrap();
+    assert!(!ok, "the old key is refused");
+
+    // The new key, within the grace period, continues the same session.
+    let before = segments(&get_text(&video).await).len();
+    let publisher = publish(&rtmp_url(&server, &new_key), "flv", "640x360", 60);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = stream_info(&base, &id).await;
+        let grown = segments(&get_text(&video).await).len() >= before + 2;
+        if info["status"] == "live" && grown {
+            assert_eq!(info["current_session"]["id"], session.as_str(), "{info}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new key did not resume: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Deleting the stream while it is live ends the session now: the publisher is
+    // disconnected, the stream and its playback are gone, and the recording is published.
+    let started = Instant::now();
+    let r = http()
+        .delete(format!("{base}/api/v1/live-streams/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (_, err) =
+        tokio::task::spawn_blocking(move || wait_exit(publisher, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert_ne!(err, "still running at the deadline", "the publisher stayed");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "ending took {:?}",
+        started.elapsed()
+    );
+    for url in [
+        format!("{base}/api/v1/live-streams/{id}"),
+        format!("{base}/live/{id}/master.m3u8"),
+    ] {
+        let r = http().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{url}");
+    }
+    let v = wait_ready(&base, &recording).await;
+    assert!(
+        v["duration_s"].as_f64().unwrap() >= 4.0,
+        "the recording keeps both connections: {v}"
+    );
+    let url = format!("{base}/v/{recording}/master.m3u8");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || decode_errors(&url))
+            .await
+            .unwrap(),
+        ""
+    );
+}

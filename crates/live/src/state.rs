@@ -301,7 +301,7 @@ pub fn rfc3339_ms(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::rendition::tests::{frag, video, whole_part};
+    use super::rendition::tests::{frag, rung_360p, video, whole_part};
     use super::*;
     use oxcast_base::{SessionId, StreamId, VideoId};
 
@@ -314,15 +314,7 @@ mod tests {
             2.0,
             0.5,
         );
-        let rung = Rung {
-            name: "360p".into(),
-            width: 640,
-            height: 360,
-            video_bitrate: 800_000,
-            max_bitrate: 1_200_000,
-            buffer_size: 1_600_000,
-        };
-        st.set_renditions(&[rung], false);
+        st.set_renditions(&[rung_360p()], false);
         st
     }
 

@@ -99,6 +99,35 @@ fn wait_exit(mut child: Child, timeout: Duration) -> (bool, String) {
     }
 }
 
+/// A new stream with a 640x360 RTMP publisher of `secs` seconds, once its first rendition lists
+/// `segments` segments: the stream's id and key, the publisher, that rendition's playlist URL.
+async fn publishing(
+    server: &Server,
+    title: &str,
+    secs: u32,
+    segments_listed: usize,
+) -> (String, String, Child, String) {
+    let base = &server.base;
+    let s = create_stream(base, title).await;
+    let (id, key) = (
+        s["id"].as_str().unwrap().to_string(),
+        s["stream_key"].as_str().unwrap().to_string(),
+    );
+    let publisher = publish(&rtmp_url(server, &key), "flv", "640x360", secs);
+    let master = wait_for(
+        &format!("{base}/live/{id}/master.m3u8"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let video = media_urls(base, &id, &master).remove(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while segments(&get_text(&video).await).len() < segments_listed {
+        assert!(Instant::now() < deadline, "segments not arriving");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (id, key, publisher, video)
+}
+
 /// The types of an MP4's top-level boxes (stops at a malformed one).
 fn top_level_boxes(data: &[u8]) -> impl Iterator<Item = [u8; 4]> + '_ {
     let mut pos = 0usize;
@@ -640,23 +669,7 @@ async fn a_server_killed_mid_session_still_publishes_what_was_recorded() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut server = live_server();
     let base = server.base.clone();
-    let s = create_stream(&base, "crashy").await;
-    let (id, key) = (
-        s["id"].as_str().unwrap().to_string(),
-        s["stream_key"].as_str().unwrap().to_string(),
-    );
-    let publisher = publish(&rtmp_url(&server, &key), "flv", "640x360", 30);
-    let master = wait_for(
-        &format!("{base}/live/{id}/master.m3u8"),
-        Duration::from_secs(10),
-    )
-    .await;
-    let video = media_urls(&base, &id, &master).remove(0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while segments(&get_text(&video).await).len() < 4 {
-        assert!(Instant::now() < deadline, "segments not arriving");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (id, _, publisher, _) = publishing(&server, "crashy", 30, 4).await;
     let info = stream_info(&base, &id).await;
     let vid = info["current_session"]["video_id"]
         .as_str()
@@ -695,23 +708,7 @@ async fn a_reset_key_disconnects_the_publisher_and_deleting_a_live_stream_ends_i
     let _one = ONE_AT_A_TIME.lock().await;
     let server = live_server();
     let base = server.base.clone();
-    let s = create_stream(&base, "to be deleted").await;
-    let (id, key) = (
-        s["id"].as_str().unwrap().to_string(),
-        s["stream_key"].as_str().unwrap().to_string(),
-    );
-    let publisher = publish(&rtmp_url(&server, &key), "flv", "640x360", 60);
-    let master = wait_for(
-        &format!("{base}/live/{id}/master.m3u8"),
-        Duration::from_secs(10),
-    )
-    .await;
-    let video = media_urls(&base, &id, &master).remove(0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while segments(&get_text(&video).await).len() < 2 {
-        assert!(Instant::now() < deadline, "segments not arriving");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (id, key, publisher, video) = publishing(&server, "to be deleted", 60, 2).await;
     let info = stream_info(&base, &id).await;
     let session = info["current_session"]["id"].as_str().unwrap().to_string();
     let recording = info["current_session"]["video_id"]

@@ -318,18 +318,19 @@ pub(crate) mod tests {
         }
     }
 
+    pub(crate) fn rung_360p() -> Rung {
+        Rung {
+            name: "360p".into(),
+            width: 640,
+            height: 360,
+            video_bitrate: 800_000,
+            max_bitrate: 1_200_000,
+            buffer_size: 1_600_000,
+        }
+    }
+
     pub(crate) fn video() -> RenditionState {
-        let mut r = RenditionState::new(
-            "360p",
-            Some(Rung {
-                name: "360p".into(),
-                width: 640,
-                height: 360,
-                video_bitrate: 800_000,
-                max_bitrate: 1_200_000,
-                buffer_size: 1_600_000,
-            }),
-        );
+        let mut r = RenditionState::new("360p", Some(rung_360p()));
         r.set_init(
             0,
             TrackInfo {

@@ -64,6 +64,11 @@ fn count(route: Option<usize>, head: bool, status: u16) {
     }
 }
 
+/// Counts a VOD playback request answered ahead of the router (`origin::fast`).
+pub(crate) fn count_vod(head: bool, status: u16) {
+    count(Some(0), head, status);
+}
+
 /// Counts each playback request by route, method and status.
 #[derive(Clone, Copy, Default)]
 pub struct CountPlayback;

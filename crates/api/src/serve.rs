@@ -11,6 +11,7 @@
 //!   accepted and closed at once. The loop never stops accepting, and a full descriptor table
 //!   (EMFILE) makes it back off briefly instead of spinning on the error.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,9 +23,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use oxcast_base::ratelog::{LogLimiter, Verdict};
 use tokio::net::TcpListener;
+
+use crate::origin::fast::FastPlayback;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -66,6 +68,7 @@ impl Drop for Slot {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    fast: Option<FastPlayback>,
     health: Router,
     limits: ServeLimits,
     shutdown: CancellationToken,
@@ -137,12 +140,18 @@ pub async fn serve(
         } else {
             app.clone()
         };
-        let service = TowerToHyperService::new(router.map_request(
-            move |mut req: hyper::Request<Incoming>| {
+        // VOD playback is answered ahead of the router (`origin::fast`), on full connections.
+        let fast = fast.clone().filter(|_| !overflow);
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let (router, fast) = (router.clone(), fast.clone());
+            async move {
+                if let Some(f) = fast.filter(|_| FastPlayback::takes(&req)) {
+                    return Ok::<_, Infallible>(f.serve(req).await);
+                }
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
-                req
-            },
-        ));
+                router.oneshot(req).await
+            }
+        });
         let builder = if overflow { &restricted } else { &full };
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);

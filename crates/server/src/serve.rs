@@ -227,9 +227,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         api: roles.has(Role::Api),
         live: roles.has(Role::Live),
     };
+    let fast = routes
+        .api
+        .then(|| oxcast_api::origin::fast::FastPlayback::new(state.clone()));
     oxcast_api::serve::serve(
         listener,
         oxcast_api::router(state.clone(), routes),
+        fast,
         oxcast_api::health_router(state),
         limits,
         shutdown.clone(),

@@ -21,6 +21,7 @@ use crate::videos::parse_video_id;
 use crate::AppState;
 
 mod cache;
+pub mod fast;
 mod range;
 
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -54,10 +55,27 @@ pub async fn serve(
     State(state): State<AppState>,
     Path((video, path)): Path<(String, String)>,
     headers: HeaderMap,
+) -> Response {
+    respond(&state, &video, &path, &headers).await
+}
+
+/// The answer to `GET /v/{video}/{path}`, for the router and for the fast path in front of it
+/// ([`fast`]).
+pub async fn respond(state: &AppState, video: &str, path: &str, headers: &HeaderMap) -> Response {
+    answer(state, video, path, headers)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn answer(
+    state: &AppState,
+    video: &str,
+    path: &str,
+    headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let not_found = || ApiError::NotFound("object".into());
-    let id = parse_video_id(&video).map_err(|_| not_found())?;
-    let ctype = content_type(&path).ok_or_else(not_found)?;
+    let id = parse_video_id(video).map_err(|_| not_found())?;
+    let ctype = content_type(path).ok_or_else(not_found)?;
     let miss = |m: Miss| match m {
         Miss::NotFound => not_found(),
         Miss::Failed(e) => ApiError::Internal(e),
@@ -65,7 +83,7 @@ pub async fn serve(
     state.origin.ready(&state.db, id).await.map_err(miss)?;
     let obj = state
         .origin
-        .object(&state.store, id, &path)
+        .object(&state.store, id, path)
         .await
         .map_err(miss)?;
 
@@ -151,7 +169,7 @@ pub async fn serve(
         return Ok((status, common, bytes).into_response());
     }
 
-    let key = keys::video_object(id, &path).map_err(|_| not_found())?;
+    let key = keys::video_object(id, path).map_err(|_| not_found())?;
     let read = state.store.get(&key, range).await?;
     let len = read.range.end - read.range.start;
     common.insert(header::CONTENT_LENGTH, HeaderValue::from(len));

@@ -115,6 +115,30 @@ async fn two_apis_and_two_workers_share_one_database_and_one_bucket() {
             "an API node carried part bytes"
         );
     }
+
+    // Deleted through one API node, the other stops playing it within its cache's second
+    // (origin::cache::READY_TTL); its cached playlist is not served past that.
+    let master = format!("{}/v/{id}/master.m3u8", api2.base);
+    assert_eq!(http().get(&master).send().await.unwrap().status(), 200);
+    let r = http()
+        .delete(format!("{}/api/v1/videos/{id}", api1.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let deleted = Instant::now();
+    loop {
+        let status = http().get(&master).send().await.unwrap().status();
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200, "before it stops, it plays");
+        assert!(
+            deleted.elapsed() < Duration::from_millis(2500),
+            "the other API node still serves a deleted video"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `SELECT COUNT(*), MAX(x)`-style pair from the deployment's database.

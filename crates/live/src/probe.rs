@@ -64,7 +64,8 @@ pub(crate) async fn probe_source(ffprobe: &Path, container: Container, head: &[u
         Container::Flv => "flv",
         Container::MpegTs => "mpegts",
     };
-    let child = tokio::process::Command::new(ffprobe)
+    // Through the transcode crate's builder: killed with us, even by SIGKILL.
+    let child = oxcast_transcode::command(ffprobe)
         .args([
             "-v",
             "error",
@@ -81,7 +82,6 @@ pub(crate) async fn probe_source(ffprobe: &Path, container: Container, head: &[u
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn();
     let Ok(mut child) = child else {
         return Probed::Unreadable;

@@ -1117,12 +1117,12 @@ impl LiveManager {
         args.extend(oxcast_transcode::Input::File(src).args());
         args.extend(["-frames:v", "1", "-q:v", "3", "-f", "image2"].map(String::from));
         args.push(out.display().to_string());
-        let status = tokio::process::Command::new(&self.config.transcode.ffmpeg)
+        // Through the transcode crate's builder: killed with us, even by SIGKILL.
+        let status = oxcast_transcode::command(&self.config.transcode.ffmpeg)
             .args(&args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
             .status()
             .await
             .map_err(|e| e.to_string())?;

@@ -13,6 +13,7 @@ pub mod encoder;
 mod growing;
 pub mod health;
 mod monitor;
+mod package;
 mod probe;
 pub mod rendered;
 mod session;

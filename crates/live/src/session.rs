@@ -12,9 +12,8 @@ use oxcast_db::{Db, LiveStream, Published, Rendition};
 use oxcast_ingest::{MediaStream, PublishHandler, PublishRequest, Refusal};
 use oxcast_media::compress::Compressible;
 use oxcast_media::ladder::{self, LadderSpec, Rung, SourceVideo};
-use oxcast_media::mp4::{Fmp4Splitter, SplitEvent};
 use oxcast_store::{keys, Key, Store};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -22,6 +21,7 @@ use tracing::Instrument;
 use crate::encoder::{self, EncoderPlan, EncoderStats, LiveOutput};
 use crate::growing::{self, Growing, LiveObject};
 use crate::monitor::{MediaMeter, Monitor, Publisher, ViewerBoard};
+use crate::package::{package, write_objects, Write};
 use crate::probe::{probe_source, Probed, SourceProbe};
 use crate::rendered::Rendered;
 use crate::state::{SessionState, AUDIO};
@@ -88,24 +88,19 @@ pub(crate) struct Session {
     pub(crate) grown: watch::Sender<u64>,
     /// Manifests as last rendered, shared by every request until the next change.
     rendered: Rendered,
-    writer: mpsc::Sender<Write>,
+    pub(crate) writer: mpsc::Sender<Write>,
     title: String,
 }
 
 impl Session {
-    fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.changed.send_modify(|v| *v += 1);
         self.bump_grown();
     }
 
-    fn bump_grown(&self) {
+    pub(crate) fn bump_grown(&self) {
         self.grown.send_modify(|v| *v += 1);
     }
-}
-
-enum Write {
-    Put(Key, Bytes),
-    Flush(oneshot::Sender<()>),
 }
 
 #[derive(Default)]
@@ -1185,125 +1180,4 @@ impl PublishHandler for LiveHandler {
 
 fn stream_id_of(session: &Session) -> StreamId {
     session.state.lock().expect("state").stream_id
-}
-
-/// Stores objects in order, off the listing path.
-async fn write_objects(store: Store, mut rx: mpsc::Receiver<Write>) {
-    while let Some(w) = rx.recv().await {
-        match w {
-            Write::Put(key, data) => {
-                if let Err(e) = store.put(&key, data).await {
-                    tracing::error!(%key, error = %e, "storing a live object failed");
-                }
-            }
-            Write::Flush(done) => {
-                let _ = done.send(());
-            }
-        }
-    }
-}
-
-async fn package(
-    session: Arc<Session>,
-    name: String,
-    opening: tokio::task::JoinHandle<std::io::Result<std::fs::File>>,
-    epoch: u32,
-    wall_start_ms: i64,
-    clock: SharedClock,
-) {
-    let mut rx = match opening.await {
-        Ok(Ok(f)) => match tokio::net::unix::pipe::Receiver::from_file(f) {
-            Ok(rx) => rx,
-            Err(e) => {
-                tracing::error!(error = %e, "encoder output is not a pipe");
-                return;
-            }
-        },
-        _ => return,
-    };
-    let video = session.state.lock().expect("state").video_id;
-    let mut splitter = Fmp4Splitter::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut first_bdt: Option<u64> = None;
-    loop {
-        let n = match rx.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the encoder output failed");
-                break;
-            }
-        };
-        let events = match splitter.push(&buf[..n]) {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::error!(error = %e, "the encoder output is not valid fMP4");
-                break;
-            }
-        };
-        for ev in events {
-            let mut writes = Vec::new();
-            let listed;
-            {
-                let mut st = session.state.lock().expect("state");
-                let (seg_s, part_target) = (st.segment_s, st.part_target());
-                let Some(r) = st.rendition(&name) else {
-                    continue;
-                };
-                match ev {
-                    SplitEvent::Init { bytes, track } => {
-                        let data = Bytes::from(bytes);
-                        let file = r.set_init(epoch, track, data.clone());
-                        writes.push((file, data));
-                        listed = true;
-                    }
-                    SplitEvent::Fragment { bytes, fragment } => {
-                        let base = *first_bdt.get_or_insert(fragment.base_media_decode_time);
-                        let ts = f64::from(r.track.as_ref().map_or(1, |t| t.timescale.max(1)));
-                        let video_rendition = r.rung.is_some();
-                        let added =
-                            r.add_chunk(&fragment, &bytes, seg_s, part_target, wall_start_ms);
-                        listed = !added.is_empty();
-                        let end_s = (fragment.base_media_decode_time + fragment.duration - base)
-                            as f64
-                            / ts;
-                        let lat = (clock.now_ms() - wall_start_ms) as f64 / 1000.0 - end_s;
-                        if video_rendition && !added.parts.is_empty() {
-                            st.part_latency.push(lat);
-                            metrics::histogram!("oxcast_live_part_latency_seconds").record(lat);
-                        }
-                        if video_rendition && !added.segments.is_empty() {
-                            st.segment_latency.push(lat);
-                            metrics::histogram!("oxcast_live_segment_latency_seconds").record(lat);
-                        }
-                        writes.extend(added.into_writes());
-                    }
-                }
-            }
-            if listed {
-                session.bump();
-            } else {
-                session.bump_grown();
-            }
-            for (file, data) in writes {
-                if let Ok(k) = keys::video_object(video, &format!("{name}/{file}")) {
-                    let _ = session.writer.send(Write::Put(k, data)).await;
-                }
-            }
-        }
-    }
-    // The epoch's last partial segment is closed here so it is listed at once.
-    let done = {
-        let mut st = session.state.lock().expect("state");
-        let Some(r) = st.rendition(&name) else { return };
-        r.close(wall_start_ms)
-    };
-    if !done.is_empty() {
-        session.bump();
-        for (file, data) in done.into_writes() {
-            if let Ok(k) = keys::video_object(video, &format!("{name}/{file}")) {
-                let _ = session.writer.send(Write::Put(k, data)).await;
-            }
-        }
-    }
 }

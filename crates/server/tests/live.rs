@@ -717,13 +717,7 @@ async fn a_reset_key_disconnects_the_publisher_and_deleting_a_live_stream_ends_i
         .to_string();
 
     // A reset key (the old one leaked): its publisher goes at once, long before its 60 s end.
-    let r = http()
-        .post(format!("{base}/api/v1/live-streams/{id}/reset-key"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let new_key = json(r).await["stream_key"].as_str().unwrap().to_string();
+    let new_key = reset_key(&base, &id).await;
     assert_ne!(new_key, key);
     let (_, err) =
         tokio::task::spawn_blocking(move || wait_exit(publisher, Duration::from_secs(10)))

@@ -248,13 +248,7 @@ async fn stream_keys_never_reach_the_log() {
     }
 
     // Reset the key: the old one is refused, the new one goes live.
-    let r = http()
-        .post(format!("{base}/api/v1/live-streams/{id}/reset-key"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let new_key = json(r).await["stream_key"].as_str().unwrap().to_string();
+    let new_key = reset_key(&base, &id).await;
     assert_ne!(new_key, old_key);
     let p = publish(&rtmp_url(&server, &old_key), "flv", 3, true);
     assert!(

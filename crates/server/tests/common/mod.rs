@@ -902,6 +902,17 @@ pub async fn create_stream(base: &str, title: &str) -> Value {
     json(r).await
 }
 
+/// `POST …/reset-key` on a live stream; its new key.
+pub async fn reset_key(base: &str, id: &str) -> String {
+    let r = http()
+        .post(format!("{base}/api/v1/live-streams/{id}/reset-key"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    json(r).await["stream_key"].as_str().unwrap().to_string()
+}
+
 pub async fn stream_info(base: &str, id: &str) -> Value {
     json(
         http()

@@ -61,6 +61,8 @@ pub struct Inner {
     pub metrics: Option<PrometheusHandle>,
     /// Live streaming, when enabled.
     pub live: Option<Arc<oxcast_live::LiveManager>>,
+    /// The live origin: this node's sessions, else what other nodes published.
+    pub live_serve: Arc<oxcast_live::LiveServe>,
     /// Part uploads in flight, per address and in total.
     pub part_gate: limits::Gate,
     /// LL-HLS blocking playlist requests held, per address and in total.
@@ -87,7 +89,8 @@ impl AppState {
 pub struct Routes {
     /// The JSON API, part uploads, the VOD origin and the web UI (`api` role).
     pub api: bool,
-    /// The live origin (`live` role).
+    /// The live origin: streams this node encodes (`live` role) and, with the `api` role, any
+    /// other node's, from the bucket.
     pub live: bool,
 }
 

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use oxcast_base::StreamId;
-use oxcast_db::LiveStream;
+use oxcast_db::{LiveStream, SessionStatus};
 use oxcast_live::LiveManager;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -38,9 +38,11 @@ pub struct CurrentSession {
     pub id: String,
     pub video_id: String,
     pub started_at: String,
-    /// A publisher is connected (false during the reconnect grace period).
+    /// A publisher is connected (false during the reconnect grace period). On a node that
+    /// does not run the stream's encoder: as last published, `true` before anything was read.
     pub publishing: bool,
-    pub health: Health,
+    /// Only from the node that runs the stream's encoder; `null` elsewhere.
+    pub health: Option<Health>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -113,19 +115,39 @@ async fn view(state: &AppState, s: &LiveStream) -> ApiResult<LiveStreamView> {
     let status = state.live.as_ref().and_then(|l| l.status(s.id));
     let refused = state.live.as_ref().and_then(|l| l.last_refused(s.id));
     let sessions = state.db.live_sessions(s.id).await?;
-    let current = status.filter(|st| !st.ended).map(|st| CurrentSession {
+    let here = status.is_some();
+    let mut current = status.filter(|st| !st.ended).map(|st| CurrentSession {
         id: st.session_id.to_string(),
         video_id: st.video_id.to_string(),
         started_at: rfc3339(st.started_at_ms),
         publishing: st.publishing,
-        health: Health {
+        health: Some(Health {
             ingest_kbps: (st.ingest_kbps * 10.0).round() / 10.0,
             fps: st.fps,
             dropped_frames: st.dropped_frames,
             encoder_speed: st.encoder_speed,
             latency_s: st.latency_s.map(|l| (l * 100.0).round() / 100.0),
-        },
+        }),
     });
+    // Encoded on another node: what the database and the published playlists say (the
+    // session row stays live while its recording is published after the playlists end).
+    if !here {
+        if let Some(x) = sessions.iter().find(|x| x.status == SessionStatus::Live) {
+            let (publishing, ended) = state
+                .live_serve
+                .replica
+                .as_ref()
+                .and_then(|r| r.publishing(x.id))
+                .unwrap_or((true, false));
+            current = (!ended).then(|| CurrentSession {
+                id: x.id.to_string(),
+                video_id: x.video_id.to_string(),
+                started_at: rfc3339(x.started_at),
+                publishing,
+                health: None,
+            });
+        }
+    }
     Ok(LiveStreamView {
         id: s.id.to_string(),
         title: s.title.clone(),

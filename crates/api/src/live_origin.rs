@@ -21,17 +21,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use oxcast_base::{SessionId, StreamId};
-use oxcast_live::{LiveError, LiveManager, LiveObject};
+use oxcast_live::{LiveError, LiveObject};
 use oxcast_media::compress::{self, Coding, Compressible};
 use serde::Deserialize;
 
 use crate::limits::{ClientAddr, Refused};
 use crate::origin::{content_type, IMMUTABLE};
 use crate::AppState;
-
-fn manager(state: &AppState) -> Result<&std::sync::Arc<LiveManager>, LiveError> {
-    state.live.as_ref().ok_or(LiveError::NotLive)
-}
 
 #[derive(Debug, Deserialize)]
 pub struct Watching {
@@ -82,7 +78,7 @@ fn live_error(e: LiveError) -> Response {
         LiveError::NotLive | LiveError::NotFound(_) => StatusCode::NOT_FOUND,
         LiveError::Starting | LiveError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         LiveError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        LiveError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        LiveError::Busy(_) | LiveError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -155,16 +151,19 @@ pub async fn stable(
     Path((id, file)): Path<(String, String)>,
     Accepts(coding): Accepts,
 ) -> Response {
-    let (Ok(manager), Ok(stream)) = (manager(&state), id.parse::<StreamId>()) else {
+    let Ok(stream) = id.parse::<StreamId>() else {
         return live_error(LiveError::NotLive);
     };
+    let live = &state.live_serve;
     let half_segment = secs(state.config.live.segment_s / 2.0);
     let result = match file.as_str() {
-        "master.m3u8" => manager
+        "master.m3u8" => live
             .master(stream)
+            .await
             .map(|b| manifest("application/vnd.apple.mpegurl", half_segment, &b, coding)),
-        "manifest.mpd" => manager
-            .mpd(stream, "/time")
+        "manifest.mpd" => live
+            .mpd(stream)
+            .await
             .map(|b| manifest("application/dash+xml", half_segment, &b, coding)),
         _ => Err(LiveError::NotFound(file)),
     };
@@ -180,11 +179,8 @@ pub async fn session_file(
     ClientAddr(addr): ClientAddr,
     Accepts(coding): Accepts,
 ) -> Response {
-    let (Ok(manager), Ok(stream), Ok(session)) = (
-        manager(&state),
-        id.parse::<StreamId>(),
-        session.parse::<SessionId>(),
-    ) else {
+    let manager = &state.live_serve;
+    let (Ok(stream), Ok(session)) = (id.parse::<StreamId>(), session.parse::<SessionId>()) else {
         return live_error(LiveError::NotFound("object".into()));
     };
     let safe = |s: &str| {

@@ -9,6 +9,7 @@
 //! [`oxcast_base::Clock`], so lease expiry and URL expiry are testable without sleeping.
 
 pub mod admin;
+mod changes;
 mod chunks;
 mod jobs;
 mod live;
@@ -24,6 +25,7 @@ mod concurrency_tests;
 #[cfg(test)]
 mod outage_tests;
 
+pub use changes::{Change, Changes, Received, MAX_PAYLOAD};
 pub use chunks::{ChunkCounts, NewTask, TaskResult};
 pub use jobs::{Job, JobKind, JobOutcome};
 pub use live::{LiveSession, LiveStream, SessionStatus};
@@ -58,6 +60,9 @@ pub enum Error {
         url: String,
         after: std::time::Duration,
     },
+    /// A caller's mistake, said so.
+    #[error("{0}")]
+    Invalid(String),
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
     #[error("migration {version} failed: {source}")]
@@ -81,6 +86,26 @@ pub enum Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// For the change listener's own connection; shown redacted.
+    url: DbUrl,
+    changes: changes::LocalChanges,
+}
+
+/// A database URL that never prints its password.
+#[derive(Clone)]
+struct DbUrl(String);
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl std::ops::Deref for DbUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 impl Db {
@@ -151,7 +176,12 @@ impl Db {
         if backend == Backend::Sqlite {
             enable_wal(&pool).await?;
         }
-        let db = Self { pool, backend };
+        let db = Self {
+            pool,
+            backend,
+            url: DbUrl(url.to_string()),
+            changes: Default::default(),
+        };
         migrate::run(&db).await?;
         Ok(db)
     }

@@ -199,6 +199,29 @@ impl Db {
         rows.iter().map(session_from_row).collect()
     }
 
+    /// The stream's session that is live now, if any (the newest, should a crashed node's be
+    /// left behind).
+    pub async fn current_live_session(&self, stream: StreamId) -> Result<Option<LiveSession>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLS} FROM live_sessions WHERE stream_id = $1 AND status = 'live' \
+             ORDER BY started_at DESC, id LIMIT 1"
+        ))
+        .bind(stream.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    pub async fn live_session(&self, id: SessionId) -> Result<Option<LiveSession>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLS} FROM live_sessions WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
     /// Sessions left `live` by a process that died; they are ended (their recordings are
     /// published by the caller from what was stored).
     pub async fn orphaned_live_sessions(&self) -> Result<Vec<LiveSession>> {
@@ -232,7 +255,12 @@ mod tests {
             let v = db.video(sess.video_id).await.unwrap().unwrap();
             assert_eq!(v.status, VideoStatus::Processing);
             assert_eq!(db.orphaned_live_sessions().await.unwrap().len(), 1);
+            let current = db.current_live_session(s.id).await.unwrap().unwrap();
+            assert_eq!(current.id, sess.id);
+            assert_eq!(db.live_session(sess.id).await.unwrap().unwrap(), current);
             db.end_live_session(sess.id, 20).await.unwrap();
+            assert!(db.current_live_session(s.id).await.unwrap().is_none());
+            assert!(db.live_session(sess.id).await.unwrap().unwrap().ended_at == Some(20));
             assert!(db.orphaned_live_sessions().await.unwrap().is_empty());
             let list = db.live_sessions(s.id).await.unwrap();
             assert_eq!(list[0].ended_at, Some(20));

@@ -15,7 +15,12 @@ pub mod health;
 mod monitor;
 mod package;
 mod probe;
+mod publish;
 pub mod rendered;
+pub mod replica;
+#[cfg(test)]
+mod replica_tests;
+mod serve;
 mod session;
 pub mod state;
 mod stop;
@@ -23,4 +28,6 @@ pub mod viewers;
 
 pub use growing::LiveObject;
 pub use monitor::{HealthView, LiveState, Publisher};
+pub use replica::Replica;
+pub use serve::LiveServe;
 pub use session::{LatencyStats, LiveError, LiveHandler, LiveManager, LiveStatus, RefusedPublish};

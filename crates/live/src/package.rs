@@ -11,26 +11,72 @@ use oxcast_store::{keys, Key, Store};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
+use oxcast_db::Db;
+
+use crate::publish::{Signal, TOPIC};
 use crate::session::Session;
 
 pub(crate) enum Write {
     Put(Key, Bytes),
+    /// Put, then signal the change to other nodes.
+    Publish(Key, Bytes, Signal),
+    Signal(Signal),
     Flush(oneshot::Sender<()>),
 }
 
-/// Stores objects in order, off the listing path.
-pub(crate) async fn write_objects(store: Store, mut rx: mpsc::Receiver<Write>) {
-    while let Some(w) = rx.recv().await {
+/// Stores objects in order, off the listing path, and signals what other nodes may now read.
+/// A signal is sent only once everything queued before it is stored.
+pub(crate) async fn write_objects(store: Store, db: Db, mut rx: mpsc::Receiver<Write>) {
+    let mut queued = std::collections::VecDeque::new();
+    loop {
+        if queued.is_empty() {
+            match rx.recv().await {
+                Some(w) => queued.push_back(w),
+                None => return,
+            }
+        }
+        // Behind (a slow bucket): a playlist that a newer one of the same rendition follows
+        // need not be written at all.
+        while let Ok(w) = rx.try_recv() {
+            queued.push_back(w);
+        }
+        let Some(w) = queued.pop_front() else {
+            continue;
+        };
         match w {
             Write::Put(key, data) => {
-                if let Err(e) = store.put(&key, data).await {
-                    tracing::error!(%key, error = %e, "storing a live object failed");
+                put(&store, &key, data).await;
+            }
+            Write::Publish(key, data, signal) => {
+                let superseded = queued
+                    .iter()
+                    .any(|l| matches!(l, Write::Publish(k, ..) if *k == key));
+                if !superseded && put(&store, &key, data).await {
+                    notify(&db, &signal).await;
                 }
             }
+            Write::Signal(signal) => notify(&db, &signal).await,
             Write::Flush(done) => {
                 let _ = done.send(());
             }
         }
+    }
+}
+
+async fn put(store: &Store, key: &Key, data: Bytes) -> bool {
+    match store.put(key, data).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(%key, error = %e, "storing a live object failed");
+            false
+        }
+    }
+}
+
+async fn notify(db: &Db, signal: &Signal) {
+    if let Err(e) = db.notify(TOPIC, &signal.payload()).await {
+        // Other nodes poll as well: they see the change a little later.
+        tracing::warn!(error = %e, "signalling a live change failed");
     }
 }
 
@@ -75,6 +121,8 @@ pub(crate) async fn package(
         for ev in events {
             let mut writes = Vec::new();
             let listed;
+            // The master lists renditions once each has its init; the MPD changes per segment.
+            let manifests;
             {
                 let mut st = session.state.lock().expect("state");
                 let (seg_s, part_target) = (st.segment_s, st.part_target());
@@ -87,6 +135,7 @@ pub(crate) async fn package(
                         let file = r.set_init(epoch, track, data.clone());
                         writes.push((file, data));
                         listed = true;
+                        manifests = true;
                     }
                     SplitEvent::Fragment { bytes, fragment } => {
                         let base = *first_bdt.get_or_insert(fragment.base_media_decode_time);
@@ -107,6 +156,7 @@ pub(crate) async fn package(
                             st.segment_latency.push(lat);
                             metrics::histogram!("oxcast_live_segment_latency_seconds").record(lat);
                         }
+                        manifests = !added.segments.is_empty();
                         writes.extend(added.into_writes());
                     }
                 }
@@ -120,6 +170,12 @@ pub(crate) async fn package(
                 if let Ok(k) = keys::video_object(video, &format!("{name}/{file}")) {
                     let _ = session.writer.send(Write::Put(k, data)).await;
                 }
+            }
+            if listed {
+                session.publish_media(&name).await;
+            }
+            if manifests {
+                session.publish_manifests(clock.now_ms()).await;
             }
         }
     }

@@ -19,6 +19,7 @@ use oxcast_media::compress::Compressible;
 use oxcast_media::hls::LivePlaylist;
 
 use crate::state::SessionState;
+use crate::LiveError;
 
 /// One rendition's playlist at one version of the session.
 #[derive(Debug)]
@@ -40,6 +41,38 @@ impl Snapshot {
             Arc::new(Compressible::new(Bytes::from(text)))
         })
         .clone()
+    }
+}
+
+impl Snapshot {
+    /// A snapshot made elsewhere (another node's published playlist).
+    pub(crate) fn new(version: u64, playlist: LivePlaylist, publishing: bool) -> Self {
+        Snapshot {
+            version,
+            playlist,
+            publishing,
+            full: OnceLock::new(),
+            delta: OnceLock::new(),
+        }
+    }
+
+    /// Whether a request for segment `msn` (part `part`) is answered with this snapshot
+    /// (`true`) or held for a later one; `None` for a plain reload.
+    pub(crate) fn answers(&self, msn: Option<u64>, part: Option<u64>) -> Result<bool, LiveError> {
+        let Some(m) = msn else { return Ok(true) };
+        let pl = &self.playlist;
+        // With no publisher connected (the reconnect grace period) nothing new is coming:
+        // answer now rather than hold the request.
+        if pl.ended || pl.has_part(m, part) || !self.publishing {
+            return Ok(true);
+        }
+        let next = pl.next_number();
+        if m > next + 2 {
+            return Err(LiveError::BadRequest(format!(
+                "_HLS_msn={m} is too far ahead of the live edge ({next})"
+            )));
+        }
+        Ok(false)
     }
 }
 
@@ -73,13 +106,7 @@ impl Rendered {
         let snap = {
             let st = state.lock().expect("state");
             let playlist = st.playlist(rendition)?;
-            Snapshot {
-                version,
-                playlist,
-                publishing: st.publishing,
-                full: OnceLock::new(),
-                delta: OnceLock::new(),
-            }
+            Snapshot::new(version, playlist, st.publishing)
         };
         let snap = Arc::new(snap);
         map.insert(rendition.to_string(), snap.clone());

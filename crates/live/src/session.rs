@@ -23,6 +23,7 @@ use crate::growing::{self, Growing, LiveObject};
 use crate::monitor::{MediaMeter, Monitor, Publisher, ViewerBoard};
 use crate::package::{package, write_objects, Write};
 use crate::probe::{probe_source, Probed, SourceProbe};
+use crate::publish::{Signal, TOPIC};
 use crate::rendered::Rendered;
 use crate::state::{SessionState, AUDIO};
 
@@ -45,6 +46,9 @@ pub enum LiveError {
     Busy(String),
     #[error("storage: {0}")]
     Store(#[from] oxcast_store::Error),
+    /// The database or the bucket did not answer; retry shortly.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// What the API shows about a stream's current (or last) session.
@@ -87,7 +91,7 @@ pub(crate) struct Session {
     /// that chunks do not wake every held playlist request.
     pub(crate) grown: watch::Sender<u64>,
     /// Manifests as last rendered, shared by every request until the next change.
-    rendered: Rendered,
+    pub(crate) rendered: Rendered,
     pub(crate) writer: mpsc::Sender<Write>,
     title: String,
 }
@@ -303,7 +307,7 @@ impl LiveManager {
             return None;
         }
         let (writer, rx) = mpsc::channel(1);
-        tokio::spawn(write_objects(self.store.clone(), rx));
+        tokio::spawn(write_objects(self.store.clone(), self.db.clone(), rx));
         Some(Arc::new(Session {
             state: Mutex::new(SessionState::restore(
                 s.stream_id,
@@ -330,6 +334,13 @@ impl LiveManager {
             .filter_map(|s| s.session.as_ref())
             .filter(|s| !s.state.lock().expect("state").ended)
             .count() as u32
+    }
+
+    /// Whether this node runs `stream` (its session `session`, when given).
+    pub fn serves(&self, stream: StreamId, session: Option<SessionId>) -> bool {
+        self.session(stream).is_some_and(|s| {
+            session.is_none_or(|id| s.state.lock().expect("state").session_id == id)
+        })
     }
 
     pub(crate) fn session(&self, stream: StreamId) -> Option<Arc<Session>> {
@@ -439,20 +450,8 @@ impl LiveManager {
                 .rendered
                 .media(&s.state, rendition, version)
                 .ok_or_else(|| LiveError::NotFound(format!("rendition {rendition}")))?;
-            let pl = &snap.playlist;
-            let Some(m) = msn else {
+            if snap.answers(msn, part)? {
                 return Ok(snap.body(skip));
-            };
-            // With no publisher connected (the reconnect grace period) nothing new is coming:
-            // answer now rather than hold the request.
-            if pl.ended || pl.has_part(m, part) || !snap.publishing {
-                return Ok(snap.body(skip));
-            }
-            let next = pl.next_number();
-            if m > next + 2 {
-                return Err(LiveError::BadRequest(format!(
-                    "_HLS_msn={m} is too far ahead of the live edge ({next})"
-                )));
             }
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return Err(LiveError::NotLive) },
@@ -566,7 +565,7 @@ impl LiveManager {
                 "internal error starting the session".to_string()
             })?;
         let (writer, rx) = mpsc::channel(256);
-        tokio::spawn(write_objects(self.store.clone(), rx));
+        tokio::spawn(write_objects(self.store.clone(), self.db.clone(), rx));
         let session = Arc::new(Session {
             state: Mutex::new(SessionState::new(
                 stream.id,
@@ -588,6 +587,7 @@ impl LiveManager {
         }
         metrics::gauge!("oxcast_live_sessions_active").increment(1.0);
         tracing::info!(session = %row.id, video = %row.video_id, "live session started");
+        self.signal(Signal::Stream(stream.id)).await;
         Ok(session)
     }
 
@@ -658,6 +658,8 @@ impl LiveManager {
             .health
             .on_publisher_gone();
         session.bump();
+        // Other nodes' held requests answer at once too: nothing more is coming for now.
+        session.publish_all(self.clock.now_ms()).await;
         if !self.release(stream, generation) {
             return;
         }
@@ -976,6 +978,7 @@ impl LiveManager {
             }
         }
         session.bump();
+        session.publish_all(self.clock.now_ms()).await;
         self.forget_viewers(stream_id_of(session));
         metrics::gauge!("oxcast_live_sessions_active").decrement(1.0);
         let (tx, rx) = oneshot::channel();
@@ -998,7 +1001,15 @@ impl LiveManager {
         if let Err(e) = self.db.end_live_session(session_id, now).await {
             tracing::error!(error = %e, "could not end the live session");
         }
+        self.signal(Signal::Stream(stream_id_of(session))).await;
         tracing::info!(title = %session.title, "session finished");
+    }
+
+    /// Tells other nodes, which otherwise notice within their cache's lifetime.
+    async fn signal(&self, signal: Signal) {
+        if let Err(e) = self.db.notify(TOPIC, &signal.payload()).await {
+            tracing::warn!(error = %e, "signalling a live change failed");
+        }
     }
 
     async fn publish_recording(&self, session: &Arc<Session>) -> Result<Published, String> {

@@ -172,6 +172,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .run(shutdown.clone()),
     );
 
+    // Streams encoded elsewhere, for the live origin of an API node.
+    let replica = if roles.has(Role::Api) {
+        let (replica, task) =
+            oxcast_live::Replica::start(db.clone(), store.clone(), &config.live, shutdown.clone());
+        tasks.spawn(async move {
+            let _ = task.await;
+        });
+        Some(replica)
+    } else {
+        None
+    };
     let state = AppState::new(Inner {
         db,
         store,
@@ -181,6 +192,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         wake,
         metrics: Some(metrics),
         live: live.clone(),
+        live_serve: Arc::new(oxcast_live::LiveServe {
+            local: live.clone(),
+            replica,
+        }),
         part_gate: oxcast_api::limits::Gate::new(
             config.http.max_part_uploads,
             config.http.max_part_uploads_per_addr,
@@ -225,7 +240,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let routes = Routes {
         api: roles.has(Role::Api),
-        live: roles.has(Role::Live),
+        live: roles.has(Role::Live) || roles.has(Role::Api),
     };
     let fast = routes
         .api

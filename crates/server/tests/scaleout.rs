@@ -10,27 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use oxcast_testkit::{postgres, s3};
 
-/// Environment shared by every process of one deployment.
-fn deployment(db_url: String, bucket: &s3::S3Bucket) -> Vec<(String, String)> {
-    let mut env = bucket.env();
-    env.push(("OXCAST_DATABASE_URL".into(), db_url));
-    env.push((
-        "OXCAST_SIGNING_KEY".into(),
-        "scaleout-test-signing-key".into(),
-    ));
-    env.push(("OXCAST_WORKER__LEASE_S".into(), "6".into()));
-    env
-}
-
-fn start(shared: &[(String, String)], roles: &str) -> Server {
-    let mut env: Vec<(&str, &str)> = shared
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    env.push(("OXCAST_ROLES", roles));
-    Server::start(&env)
-}
-
 /// Which of `workers` runs the job of `video`, from their logs.
 fn owner(workers: &[Server], video: &str) -> Option<usize> {
     workers.iter().position(|w| {
@@ -78,10 +57,10 @@ async fn two_apis_and_two_workers_share_one_database_and_one_bucket() {
     let bucket = s3::bucket();
     let db = postgres::database();
     let env = deployment(db.clone(), &bucket);
-    let api1 = start(&env, "api");
-    let api2 = start(&env, "api");
-    let _w1 = start(&env, "worker");
-    let _w2 = start(&env, "worker");
+    let api1 = start_roles(&env, "api");
+    let api2 = start_roles(&env, "api");
+    let _w1 = start_roles(&env, "worker");
+    let _w2 = start_roles(&env, "worker");
     let dir = tempfile::tempdir().unwrap();
 
     // Created on one API node, completed on the other; the bytes go straight to the bucket.
@@ -179,11 +158,11 @@ async fn upload_via(create_on: &str, complete_on: &str, file: &Path, title: &str
 async fn a_worker_killed_or_stopped_mid_encode_costs_only_its_lease() {
     let bucket = s3::bucket();
     let env = deployment(postgres::database(), &bucket);
-    let api = start(&env, "api");
+    let api = start_roles(&env, "api");
     let mut workers = vec![
-        start(&env, "worker"),
-        start(&env, "worker"),
-        start(&env, "worker"),
+        start_roles(&env, "worker"),
+        start_roles(&env, "worker"),
+        start_roles(&env, "worker"),
     ];
     let pids: Vec<i32> = workers.iter().map(Server::pid).collect();
     let dir = tempfile::tempdir().unwrap();
@@ -306,8 +285,8 @@ async fn the_database_restarting_and_the_bucket_stopping_for_20_s_lose_nothing()
     let s3server = s3::private();
     let bucket = s3server.bucket();
     let env = deployment(pg.database(), &bucket);
-    let api = start(&env, "api");
-    let worker = start(&env, "worker");
+    let api = start_roles(&env, "api");
+    let worker = start_roles(&env, "worker");
     let dir = tempfile::tempdir().unwrap();
     let src = make_video(dir.path(), "outage.mp4", 854, 480, 16, true);
 

@@ -12,6 +12,8 @@
 
 use std::fmt::Write as _;
 
+use serde::{Deserialize, Serialize};
+
 use super::{quoted_uri, uri_line};
 
 /// `EXT-X-VERSION` of live playlists: `EXT-X-SKIP` needs 9, and the version must not change
@@ -30,7 +32,7 @@ pub const PART_HOLD_BACK_PARTS: f64 = 3.0;
 pub const PART_WINDOW_TARGETS: f64 = 3.0;
 
 /// One LL-HLS partial segment (`EXT-X-PART`).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Part {
     pub uri: String,
     /// Seconds; at most [`LivePlaylist::part_target`].
@@ -40,7 +42,7 @@ pub struct Part {
 }
 
 /// A completed media segment of a live playlist.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LiveSegment {
     /// Media sequence number.
     pub number: u64,
@@ -63,7 +65,7 @@ pub struct LiveSegment {
 
 /// `EXT-X-RENDITION-REPORT`: where another rendition's live edge is, so that a player switching
 /// to it can ask for its next part at once instead of loading its playlist first.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RenditionReport {
     /// The other rendition's media playlist, relative to this one.
     pub uri: String,
@@ -74,7 +76,7 @@ pub struct RenditionReport {
 }
 
 /// A live (or just ended) LL-HLS media playlist for one rendition.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LivePlaylist {
     /// Whole seconds, at least every segment's duration (see [`super::target_duration`]).
     pub target_duration: u64,

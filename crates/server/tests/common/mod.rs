@@ -990,3 +990,25 @@ pub async fn upload_status(base: &str, upload_id: &str) -> Value {
     )
     .await
 }
+
+/// Scale-out: several processes on one PostgreSQL and one bucket.
+/// Environment shared by every process of one deployment.
+pub fn deployment(db_url: String, bucket: &oxcast_testkit::s3::S3Bucket) -> Vec<(String, String)> {
+    let mut env = bucket.env();
+    env.push(("OXCAST_DATABASE_URL".into(), db_url));
+    env.push((
+        "OXCAST_SIGNING_KEY".into(),
+        "scaleout-test-signing-key".into(),
+    ));
+    env.push(("OXCAST_WORKER__LEASE_S".into(), "6".into()));
+    env
+}
+
+pub fn start_roles(shared: &[(String, String)], roles: &str) -> Server {
+    let mut env: Vec<(&str, &str)> = shared
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("OXCAST_ROLES", roles));
+    Server::start(&env)
+}

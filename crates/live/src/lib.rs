@@ -11,7 +11,6 @@
 
 pub mod encoder;
 mod growing;
-pub mod health;
 mod monitor;
 mod package;
 mod probe;
@@ -22,9 +21,10 @@ pub mod replica;
 mod replica_tests;
 mod serve;
 mod session;
-pub mod state;
+mod slots;
 mod stop;
-pub mod viewers;
+
+pub use oxcast_live_core::{health, recovery, slot, state, viewers};
 
 pub use growing::LiveObject;
 pub use monitor::{HealthView, LiveState, Publisher};

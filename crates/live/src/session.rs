@@ -25,7 +25,9 @@ use crate::package::{package, write_objects, Write};
 use crate::probe::{probe_source, Probed, SourceProbe};
 use crate::publish::{Signal, TOPIC};
 use crate::rendered::Rendered;
+use crate::slots::{Reserved, Slot};
 use crate::state::{SessionState, AUDIO};
+use oxcast_live_core::slot::{Action, Event};
 
 /// Why a live request cannot be answered.
 #[derive(Debug, thiserror::Error)]
@@ -105,31 +107,6 @@ impl Session {
     pub(crate) fn bump_grown(&self) {
         self.grown.send_modify(|v| *v += 1);
     }
-}
-
-#[derive(Default)]
-pub(crate) struct Slot {
-    pub(crate) session: Option<Arc<Session>>,
-    pub(crate) publisher: bool,
-    /// Cancelled to disconnect the current publisher (a new token per publisher).
-    pub(crate) kick: CancellationToken,
-    /// The key the current publisher connected with, to notice it being reset elsewhere.
-    pub(crate) key: String,
-    /// Cancelled when the stream is deleted: its session ends without a grace period.
-    pub(crate) closed: CancellationToken,
-    /// Counts publisher connections, so a stale grace timer knows it was superseded.
-    generation: u64,
-    /// The last publisher refused after probing, until one is accepted.
-    refused: Option<RefusedPublish>,
-}
-
-/// A publisher's place in its stream's slot.
-struct Reserved {
-    generation: u64,
-    /// The session a reconnecting publisher resumes.
-    resumed: Option<Arc<Session>>,
-    kick: CancellationToken,
-    closed: CancellationToken,
 }
 
 /// The start of a publisher's media, probed.
@@ -370,16 +347,6 @@ impl LiveManager {
         })
     }
 
-    /// The last publisher refused after probing, unless one was accepted since.
-    pub fn last_refused(&self, stream: StreamId) -> Option<RefusedPublish> {
-        self.slots
-            .lock()
-            .expect("slots")
-            .get(&stream)?
-            .refused
-            .clone()
-    }
-
     pub fn latency_stats(&self, stream: StreamId) -> Option<LatencyStats> {
         let s = self.session(stream)?;
         let st = s.state.lock().expect("state");
@@ -507,44 +474,6 @@ impl LiveManager {
         }
     }
 
-    /// Takes the stream's publisher place; returns its generation and the session a reconnecting
-    /// publisher resumes, if any. A new session is only opened once the media has been probed.
-    fn reserve(&self, stream: &LiveStream) -> Result<Reserved, Refusal> {
-        let mut slots = self.slots.lock().expect("slots");
-        let slot = slots.entry(stream.id).or_default();
-        if slot.publisher {
-            return Err(Refusal("this stream already has a live publisher".into()));
-        }
-        if slot.closed.is_cancelled() {
-            return Err(Refusal("this stream was deleted".into()));
-        }
-        slot.publisher = true;
-        slot.generation += 1;
-        slot.kick = CancellationToken::new();
-        slot.key = stream.stream_key.clone();
-        let resumed = slot
-            .session
-            .clone()
-            .filter(|s| !s.state.lock().expect("state").ended);
-        Ok(Reserved {
-            generation: slot.generation,
-            resumed,
-            kick: slot.kick.clone(),
-            closed: slot.closed.clone(),
-        })
-    }
-
-    /// Gives the publisher place back, unless a newer publisher holds it.
-    fn release(&self, stream: StreamId, generation: u64) -> bool {
-        match self.slots.lock().expect("slots").get_mut(&stream) {
-            Some(slot) if slot.generation == generation => {
-                slot.publisher = false;
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Starts a session and the video row of its recording.
     async fn open_session(&self, stream: &LiveStream) -> Result<Arc<Session>, String> {
         let now = self.clock.now_ms();
@@ -603,32 +532,51 @@ impl LiveManager {
             generation,
             resumed,
             kick,
-            closed,
         } = place;
         let stream = live_stream.id;
         let head = self.probe_head(&mut media).await;
         let (session, head) = match (head, resumed) {
-            (head, Some(session)) => (session, head),
-            (Ok(head), None) if !self.shutdown.is_cancelled() => {
-                match self.open_session(&live_stream).await {
-                    Ok(session) => {
-                        tokio::spawn(self.clone().run_monitor(session.clone(), stream));
-                        (session, Ok(head))
+            // A resumed session whose new media cannot be read ends this epoch like any other.
+            (Err(why), Some(session)) => (session, Err(why)),
+            // Nothing was created for this publisher yet, and nothing will be.
+            (Err(why), None) => return self.refuse_after_probe(stream, generation, why).await,
+            (Ok(head), resumed) => {
+                let actions = self.step(stream, Event::Probed { generation });
+                match (actions.as_slice(), resumed) {
+                    ([Action::Encode { .. }], Some(session)) => (session, Ok(head)),
+                    ([Action::Open { .. }], _) if !self.shutdown.is_cancelled() => {
+                        match self.open_session(&live_stream).await {
+                            Ok(session) => {
+                                let id = session.state.lock().expect("state").session_id;
+                                let opened = self.step(
+                                    stream,
+                                    Event::Opened {
+                                        generation,
+                                        session: id,
+                                    },
+                                );
+                                if !matches!(opened.as_slice(), [Action::Encode { .. }]) {
+                                    self.act(stream, opened).await;
+                                    return;
+                                }
+                                tokio::spawn(self.clone().run_monitor(session.clone(), stream));
+                                (session, Ok(head))
+                            }
+                            Err(why) => {
+                                return self.refuse_after_probe(stream, generation, why).await
+                            }
+                        }
                     }
-                    Err(why) => return self.refuse_after_probe(stream, generation, why),
+                    ([Action::Open { .. }], _) => {
+                        return self
+                            .refuse_after_probe(stream, generation, "server shutting down".into())
+                            .await
+                    }
+                    // Superseded meanwhile (the stream was deleted, say).
+                    _ => return,
                 }
             }
-            (Ok(_), None) => {
-                return self.refuse_after_probe(stream, generation, "server shutting down".into())
-            }
-            // Nothing was created for this publisher yet, and nothing will be.
-            (Err(why), None) => return self.refuse_after_probe(stream, generation, why),
         };
-        if head.is_ok() {
-            if let Some(slot) = self.slots.lock().expect("slots").get_mut(&stream) {
-                slot.refused = None;
-            }
-        }
         let result = match head {
             Ok(head) => {
                 session.monitor.lock().expect("monitor").publisher = Some(Publisher {
@@ -660,42 +608,37 @@ impl LiveManager {
         session.bump();
         // Other nodes' held requests answer at once too: nothing more is coming for now.
         session.publish_all(self.clock.now_ms()).await;
-        if !self.release(stream, generation) {
-            return;
+        let now = self.clock.now_ms();
+        let actions = self.step(stream, Event::Gone { generation, now });
+        if actions.iter().any(|a| matches!(a, Action::WakeAt(_))) {
+            tracing::info!(
+                grace_s = self.config.live.grace_s,
+                "publisher gone; waiting for a reconnect"
+            );
         }
-        let grace = Duration::from_secs_f64(self.config.live.grace_s.max(0.0));
-        tracing::info!(
-            grace_s = grace.as_secs_f64(),
-            "publisher gone; waiting for a reconnect"
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(grace) => {}
-            _ = self.shutdown.cancelled() => {}
-            _ = closed.cancelled() => {}
-        }
-        let expired = self
-            .slots
-            .lock()
-            .expect("slots")
-            .get(&stream)
-            .is_some_and(|slot| slot.generation == generation && !slot.publisher);
-        if expired {
-            self.finish(&session).await;
-        }
+        self.act(stream, actions).await;
     }
 
     /// Ends a publisher that may not go live: the publisher is disconnected (its media stream
     /// dropped) and the reason kept for the stream's status.
-    fn refuse_after_probe(&self, stream: StreamId, generation: u64, reason: String) {
+    async fn refuse_after_probe(
+        self: &Arc<Self>,
+        stream: StreamId,
+        generation: u64,
+        reason: String,
+    ) {
         tracing::warn!(%reason, "publisher refused after probing; no session was started");
         metrics::counter!("oxcast_live_publish_refused_total", "reason" => "media").increment(1);
-        let at_ms = self.clock.now_ms();
-        if let Some(slot) = self.slots.lock().expect("slots").get_mut(&stream) {
-            if slot.generation == generation {
-                slot.publisher = false;
-                slot.refused = Some(RefusedPublish { reason, at_ms });
-            }
-        }
+        let now = self.clock.now_ms();
+        let actions = self.step(
+            stream,
+            Event::Refused {
+                generation,
+                reason,
+                now,
+            },
+        );
+        self.act(stream, actions).await;
     }
 
     /// Buffers the start of the media until ffprobe can tell the picture size for the ladder.
@@ -1171,9 +1114,12 @@ impl PublishHandler for LiveHandler {
                 return Err(Refusal("internal error".into()));
             }
         };
-        let place = this.reserve(&stream).inspect_err(|_| {
-            metrics::counter!("oxcast_live_publish_refused_total", "reason" => "busy").increment(1);
-        })?;
+        let place = this
+            .reserve(stream.id, &stream.stream_key)
+            .inspect_err(|_| {
+                metrics::counter!("oxcast_live_publish_refused_total", "reason" => "busy")
+                    .increment(1);
+            })?;
         let session = place
             .resumed
             .as_ref()

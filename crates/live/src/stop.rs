@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oxcast_base::StreamId;
+use oxcast_live_core::slot::Event;
 
 use crate::session::LiveManager;
-
-/// How long ending a stream waits for its encoder to drain what the publisher sent.
-const DRAIN: Duration = Duration::from_secs(15);
+use crate::slots::DRAIN;
 
 impl LiveManager {
     /// Disconnects the stream's current publisher, if any; the session then waits for a
@@ -21,7 +20,7 @@ impl LiveManager {
     pub fn disconnect(&self, stream: StreamId) -> bool {
         let slots = self.slots.lock().expect("slots");
         match slots.get(&stream) {
-            Some(slot) if slot.publisher => {
+            Some(slot) if slot.core.has_publisher() => {
                 slot.kick.cancel();
                 true
             }
@@ -32,38 +31,19 @@ impl LiveManager {
     /// Ends the stream for good (it is being deleted): new publishers are refused, the current
     /// one is disconnected, and the session ends as soon as its encoder has drained, with its
     /// recording published, and the stream's live URLs stop answering. Returns when the session
-    /// has ended (or after [`DRAIN`]).
-    pub async fn end_stream(&self, stream: StreamId) {
-        let session = {
-            let mut slots = self.slots.lock().expect("slots");
-            let slot = slots.entry(stream).or_default();
-            slot.closed.cancel();
-            slot.kick.cancel();
-            slot.session.clone()
-        };
-        let Some(session) = session else {
-            self.slots.lock().expect("slots").remove(&stream);
-            return;
-        };
-        // Let the epoch end by itself first, so that what the encoder still holds is packaged.
-        let mut changed = session.changed.subscribe();
-        let drained = async {
-            loop {
-                let busy = {
-                    let st = session.state.lock().expect("state");
-                    st.publishing && !st.ended
-                };
-                if !busy || changed.changed().await.is_err() {
-                    return;
-                }
+    /// has ended (or a little after [`DRAIN`]).
+    pub async fn end_stream(self: &Arc<Self>, stream: StreamId) {
+        let now = self.clock.now_ms();
+        let actions = self.step(stream, Event::Delete { now });
+        self.act(stream, actions).await;
+        let deadline = tokio::time::Instant::now() + DRAIN + Duration::from_secs(5);
+        while self.slots.lock().expect("slots").contains_key(&stream) {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!(%stream, "the deleted stream's session has not ended yet");
+                return;
             }
-        };
-        if tokio::time::timeout(DRAIN, drained).await.is_err() {
-            tracing::warn!(%stream, "the encoder did not drain in time; ending the session anyway");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.finish(&session).await;
-        // The stream is gone: its live URLs stop answering (the recording plays as a video).
-        self.slots.lock().expect("slots").remove(&stream);
     }
 
     /// What the monitor checks every few seconds: a deleted stream is ended, a publisher whose
@@ -80,15 +60,11 @@ impl LiveManager {
                 self.end_stream(stream).await;
             }
             Some(s) => {
-                let stale = {
-                    let slots = self.slots.lock().expect("slots");
-                    slots
-                        .get(&stream)
-                        .is_some_and(|slot| slot.publisher && slot.key != s.stream_key)
-                };
-                if stale && self.disconnect(stream) {
-                    tracing::info!(%stream, "the stream key was reset; publisher disconnected");
+                let actions = self.step(stream, Event::KeySeen { key: &s.stream_key });
+                if !actions.is_empty() {
+                    tracing::info!(%stream, "the stream key was reset; disconnecting the publisher");
                 }
+                self.act(stream, actions).await;
             }
         }
     }

@@ -1,0 +1,177 @@
+//! The driver of each stream's publisher place: it feeds the pure state machine
+//! ([`oxcast_live_core::slot`]) the events this node sees, with the injected clock's time, and
+//! carries out what it answers: disconnecting a publisher, arming the grace timer, finishing a
+//! session. The rules (who may publish, reconnects within grace, a deleted stream) are all
+//! there, tested without I/O; this file only does them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oxcast_base::{SessionId, StreamId};
+use oxcast_ingest::Refusal;
+use oxcast_live_core::slot::{self, Action, Event, Timing};
+use tokio_util::sync::CancellationToken;
+
+use crate::session::{LiveManager, RefusedPublish, Session};
+
+/// How long ending a deleted stream waits for its encoder to drain what the publisher sent.
+pub(crate) const DRAIN: Duration = Duration::from_secs(15);
+
+pub(crate) struct Slot {
+    pub(crate) core: slot::Slot,
+    /// The stream's latest session: live, waiting for its publisher, or ended.
+    pub(crate) session: Option<Arc<Session>>,
+    /// Cancelled to disconnect the current publisher (a new token per publisher).
+    pub(crate) kick: CancellationToken,
+}
+
+/// A publisher's place in its stream's slot.
+pub(crate) struct Reserved {
+    pub(crate) generation: u64,
+    /// The session a reconnecting publisher resumes.
+    pub(crate) resumed: Option<Arc<Session>>,
+    pub(crate) kick: CancellationToken,
+}
+
+impl LiveManager {
+    fn timing(&self) -> Timing {
+        Timing {
+            grace_ms: (self.config.live.grace_s.max(0.0) * 1000.0) as i64,
+            drain_ms: DRAIN.as_millis() as i64,
+        }
+    }
+
+    /// Applies `event` to the stream's slot (made if missing); returns what to do.
+    pub(crate) fn step(&self, stream: StreamId, event: Event<'_>) -> Vec<Action> {
+        let timing = self.timing();
+        let mut slots = self.slots.lock().expect("slots");
+        let slot = slots.entry(stream).or_insert_with(|| Slot {
+            core: slot::Slot::new(timing),
+            session: None,
+            kick: CancellationToken::new(),
+        });
+        let actions = slot.core.handle(event);
+        for a in &actions {
+            if let Action::Probe { .. } = a {
+                slot.kick = CancellationToken::new();
+            }
+        }
+        actions
+    }
+
+    /// Carries out what the slot answered, except what the caller handles itself (probing,
+    /// opening and encoding belong to the publisher's own task).
+    pub(crate) async fn act(self: &Arc<Self>, stream: StreamId, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Disconnect { generation } => {
+                    let slots = self.slots.lock().expect("slots");
+                    if let Some(slot) = slots.get(&stream) {
+                        if matches!(slot.core.phase(), slot::Phase::Connected { generation: g, .. } if *g == generation)
+                        {
+                            slot.kick.cancel();
+                        }
+                    }
+                }
+                Action::WakeAt(at) => self.wake_at(stream, at),
+                Action::Finish { session } => self.finish_session(stream, session).await,
+                Action::Forget => {
+                    self.slots.lock().expect("slots").remove(&stream);
+                }
+                Action::Refuse(_)
+                | Action::Probe { .. }
+                | Action::Open { .. }
+                | Action::Encode { .. } => {}
+            }
+        }
+    }
+
+    /// The grace (or drain) timer: a tick at `at`, by the injected clock.
+    fn wake_at(self: &Arc<Self>, stream: StreamId, at: i64) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let wait = (at - me.clock.now_ms()).max(0) as u64;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                _ = me.shutdown.cancelled() => return,
+            }
+            let actions = me.step(
+                stream,
+                Event::Tick {
+                    now: me.clock.now_ms().max(at),
+                },
+            );
+            me.act(stream, actions).await;
+        });
+    }
+
+    /// Ends `session` and publishes its recording; tells the slot when done.
+    async fn finish_session(self: &Arc<Self>, stream: StreamId, id: SessionId) {
+        let session = self
+            .slots
+            .lock()
+            .expect("slots")
+            .get(&stream)
+            .and_then(|s| s.session.clone())
+            .filter(|s| s.state.lock().expect("state").session_id == id);
+        match session {
+            Some(s) => self.finish(&s).await,
+            None => {
+                tracing::warn!(%stream, session = %id, "asked to finish a session this node does not hold")
+            }
+        }
+        let after = self.step(stream, Event::Finished { session: id });
+        if after.contains(&Action::Forget) {
+            self.slots.lock().expect("slots").remove(&stream);
+        }
+    }
+
+    /// Takes the stream's publisher place; returns its generation and the session a
+    /// reconnecting publisher resumes, if any. A session whose grace period ran out (its timer
+    /// not yet fired) is finished meanwhile.
+    pub(crate) fn reserve(
+        self: &Arc<Self>,
+        stream: StreamId,
+        key: &str,
+    ) -> Result<Reserved, Refusal> {
+        let now = self.clock.now_ms();
+        let actions = self.step(stream, Event::Connect { key, now });
+        let mut reserved = None;
+        let mut rest = Vec::new();
+        for a in actions {
+            match a {
+                Action::Refuse(why) => return Err(Refusal(why)),
+                Action::Probe { generation, resume } => {
+                    let slots = self.slots.lock().expect("slots");
+                    let slot = slots.get(&stream).expect("made by step");
+                    let resumed = resume.and_then(|id| {
+                        slot.session
+                            .clone()
+                            .filter(|s| s.state.lock().expect("state").session_id == id)
+                    });
+                    reserved = Some(Reserved {
+                        generation,
+                        resumed,
+                        kick: slot.kick.clone(),
+                    });
+                }
+                other => rest.push(other),
+            }
+        }
+        if !rest.is_empty() {
+            let me = self.clone();
+            tokio::spawn(async move { me.act(stream, rest).await });
+        }
+        reserved.ok_or_else(|| Refusal("internal error".into()))
+    }
+
+    /// The last publisher refused after probing, unless one was accepted since.
+    pub fn last_refused(&self, stream: StreamId) -> Option<RefusedPublish> {
+        let slots = self.slots.lock().expect("slots");
+        let r = slots.get(&stream)?.core.refused()?;
+        Some(RefusedPublish {
+            reason: r.reason.clone(),
+            at_ms: r.at_ms,
+        })
+    }
+}

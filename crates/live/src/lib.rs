@@ -15,6 +15,8 @@ mod monitor;
 mod package;
 mod probe;
 mod publish;
+mod recording;
+mod recover;
 pub mod rendered;
 pub mod replica;
 #[cfg(test)]

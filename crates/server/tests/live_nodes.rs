@@ -71,7 +71,19 @@ async fn an_api_node_serves_a_stream_encoded_on_another() {
     )
     .await;
     let master_a = get_text(&format!("{}/live/{id}/master.m3u8", a.base)).await;
-    assert_eq!(master_b, master_a, "B serves the master A rendered");
+    // The same master, but for the measured bandwidths, which A updates with each segment and
+    // B reads as of the last one published.
+    let shape = |m: &str| -> Vec<String> {
+        m.lines()
+            .map(|l| {
+                l.split(',')
+                    .filter(|a| !a.contains("BANDWIDTH="))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect()
+    };
+    assert_eq!(shape(&master_b), shape(&master_a), "B serves the master A rendered");
     let rendition = &variants(&master_b)[0].0;
     let media = |node: &Server| format!("{}/live/{id}/{rendition}", node.base);
 

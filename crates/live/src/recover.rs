@@ -109,7 +109,7 @@ impl LiveManager {
             return None;
         }
         let (writer, rx) = mpsc::channel(1);
-        tokio::spawn(write_objects(self.store.clone(), self.db.clone(), rx));
+        self.tasks.spawn(write_objects(self.store.clone(), self.db.clone(), rx));
         Some(Arc::new(Session {
             state: Mutex::new(SessionState::restore(
                 s.stream_id,

@@ -15,6 +15,7 @@ use oxcast_store::{keys, Store};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 mod epoch;
@@ -131,6 +132,9 @@ pub struct LiveManager {
     pub(crate) slots: Mutex<HashMap<StreamId, Slot>>,
     pub(crate) viewers: Mutex<ViewerBoard>,
     pub(crate) shutdown: CancellationToken,
+    /// Every task this manager starts (publishers' epochs, their monitors and object writers,
+    /// grace timers), waited for at shutdown.
+    pub(crate) tasks: TaskTracker,
 }
 
 fn live_ladder(src: &SourceVideo, cfg: &oxcast_base::config::LiveConfig) -> Vec<Rung> {
@@ -165,6 +169,7 @@ impl LiveManager {
             slots: Mutex::new(HashMap::new()),
             viewers: Mutex::new(ViewerBoard::default()),
             shutdown,
+            tasks: TaskTracker::new(),
         })
     }
 
@@ -232,6 +237,16 @@ impl LiveManager {
         for s in sessions {
             self.finish(&s).await;
         }
+        // Encoders see the cancelled token and drain; each object writer ends when its session
+        // is dropped, and these were the last references.
+        self.slots.lock().expect("slots").clear();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(20), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(left = self.tasks.len(), "live tasks still running at shutdown");
+        }
     }
 
     /// Starts a session and the video row of its recording.
@@ -254,7 +269,7 @@ impl LiveManager {
                 "internal error starting the session".to_string()
             })?;
         let (writer, rx) = mpsc::channel(256);
-        tokio::spawn(write_objects(self.store.clone(), self.db.clone(), rx));
+        self.tasks.spawn(write_objects(self.store.clone(), self.db.clone(), rx));
         let session = Arc::new(Session {
             state: Mutex::new(SessionState::new(
                 stream.id,
@@ -319,7 +334,7 @@ impl LiveManager {
                                     self.act(stream, opened).await;
                                     return;
                                 }
-                                tokio::spawn(self.clone().run_monitor(session.clone(), stream));
+                                self.tasks.spawn(self.clone().run_monitor(session.clone(), stream));
                                 (session, Ok(head))
                             }
                             Err(why) => {
@@ -501,7 +516,7 @@ impl PublishHandler for LiveHandler {
         tracing::info!(stream = %stream.id, resumes = session.as_deref(), protocol = req.protocol.as_str(), peer = %req.peer, "publisher accepted; probing its media");
         let span = tracing::info_span!("live", stream = %stream.id);
         let me = this.clone();
-        tokio::spawn(
+        this.tasks.spawn(
             me.run_epoch(stream, place, media, (req.protocol.as_str(), req.peer))
                 .instrument(span),
         );

@@ -89,7 +89,7 @@ impl LiveManager {
     /// The grace (or drain) timer: a tick at `at`, by the injected clock.
     fn wake_at(self: &Arc<Self>, stream: StreamId, at: i64) {
         let me = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let wait = (at - me.clock.now_ms()).max(0) as u64;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
@@ -160,7 +160,7 @@ impl LiveManager {
         }
         if !rest.is_empty() {
             let me = self.clone();
-            tokio::spawn(async move { me.act(stream, rest).await });
+            self.tasks.spawn(async move { me.act(stream, rest).await });
         }
         reserved.ok_or_else(|| Refusal("internal error".into()))
     }

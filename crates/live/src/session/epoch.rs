@@ -160,7 +160,7 @@ impl LiveManager {
         let pump_session = session.clone();
         // Ends with the publisher, or when it is disconnected (`kick`: its media stream is
         // dropped, which closes its connection); the encoder then drains and exits.
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if stdin.write_all(&head).await.is_err() {
                 return;
             }
@@ -193,7 +193,7 @@ impl LiveManager {
 
         let stderr = child.stderr.take().expect("piped");
         let stats_session = session.clone();
-        let stats = tokio::spawn(async move {
+        let stats = self.tasks.spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             let mut stats = EncoderStats::default();
             let mut errors = Vec::new();
@@ -234,7 +234,7 @@ impl LiveManager {
         for (name, rx) in readers {
             let s = session.clone();
             let span = tracing::info_span!("rendition", %name);
-            packagers.push(tokio::spawn(
+            packagers.push(self.tasks.spawn(
                 package(s, name, rx, epoch, first_at, self.clock.clone()).instrument(span),
             ));
         }

@@ -376,6 +376,9 @@ pub struct HealthHistory {
     pub samples: Vec<SampleView>,
     pub alerts: Vec<AlertView>,
     /// A viewer counts this long after its last heartbeat.
+    /// The last publisher refused once its media was probed (over the limits, audio-only,
+    /// unreadable), until one goes live.
+    pub last_refused_publish: Option<RefusedPublishView>,
     pub viewer_window_s: f64,
 }
 
@@ -427,6 +430,12 @@ pub async fn health(
                 since: rfc3339(a.since_ms),
             })
             .collect(),
+        last_refused_publish: live(&state)?
+            .last_refused(s.id)
+            .map(|r| RefusedPublishView {
+                reason: r.reason,
+                at: rfc3339(r.at_ms),
+            }),
         viewer_window_s: oxcast_live::viewers::WINDOW_MS as f64 / 1000.0,
     }))
 }

@@ -101,57 +101,47 @@ pub(crate) async fn probe_source(ffprobe: &Path, container: Container, head: &[u
     }
 }
 
-/// Reads ffprobe's `-show_streams -of json` output. Pure.
+/// Reads ffprobe's `-show_streams -of json` output (the transcode crate's typed parser). Pure.
 pub(crate) fn parse_probe(json: &[u8]) -> Probed {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
+    let Ok(p) = oxcast_transcode::parse_streams(json) else {
         return Probed::Unreadable;
     };
-    let Some(streams) = v["streams"].as_array() else {
-        return Probed::Unreadable;
-    };
-    let audio = streams.iter().find(|s| s["codec_type"] == "audio");
-    let has_audio = audio.is_some();
-    let Some(video) = streams.iter().find(|s| s["codec_type"] == "video") else {
-        return if streams.is_empty() {
+    let has_audio = p.audio_codec.is_some();
+    let Some(video) = p.video else {
+        return if p.streams == 0 {
             Probed::Unreadable
         } else {
             Probed::NoVideo { audio: has_audio }
         };
     };
-    let size = |k: &str| video[k].as_u64().filter(|&n| n > 0 && n <= u32::MAX as u64);
-    let (Some(w), Some(h)) = (size("width"), size("height")) else {
+    if video.width == 0 || video.height == 0 {
         // A video track whose picture size is not known yet: more data may tell.
         return Probed::Unreadable;
-    };
-    let rate = |k: &str| {
-        let r = video[k].as_str()?;
-        let (n, d) = r.split_once('/')?;
-        let (n, d): (f64, f64) = (n.parse().ok()?, d.parse().ok()?);
-        (d > 0.0 && n > 0.0).then_some(n / d)
-    };
-    let rotation = video["side_data_list"]
-        .as_array()
-        .and_then(|l| l.iter().find_map(|s| s["rotation"].as_f64()))
-        .unwrap_or(0.0) as i32;
+    }
     Probed::Video(SourceProbe {
         source: SourceVideo {
-            width: w as u32,
-            height: h as u32,
-            rotation,
+            width: video.width,
+            height: video.height,
+            rotation: video.rotation,
         },
-        frame_rate: rate("avg_frame_rate")
-            .or_else(|| rate("r_frame_rate"))
-            .filter(|r| *r <= 240.0)
-            .unwrap_or(30.0),
+        frame_rate: video.frame_rate.unwrap_or(30.0),
         has_audio,
-        video_codec: video["codec_name"]
-            .as_str()
-            .unwrap_or("unknown")
-            .to_string(),
-        audio_codec: audio
-            .and_then(|a| a["codec_name"].as_str())
-            .map(str::to_string),
-        closed_captions: video["closed_captions"].as_u64() == Some(1),
+        video_codec: video.codec,
+        audio_codec: p.audio_codec,
+        closed_captions: video.closed_captions,
+    })
+}
+
+/// Why a probed stream is over this server's limits (`limits.max_width`/`max_height`, the
+/// same as for uploads), if it is.
+pub(crate) fn over_limits(p: &SourceProbe, l: &oxcast_base::config::Limits) -> Option<String> {
+    let (w, h) = (p.source.width, p.source.height);
+    (w > l.max_width || h > l.max_height).then(|| {
+        format!(
+            "the published video is {w}x{h}; this server accepts at most {}x{} \
+             (limits.max_width, limits.max_height): lower the output resolution",
+            l.max_width, l.max_height
+        )
     })
 }
 
@@ -215,6 +205,26 @@ mod tests {
         assert_eq!(parse_probe(b"\xff garbage"), Probed::Unreadable);
         let sizeless = br#"{"streams":[{"codec_type":"video","width":0,"height":0}]}"#;
         assert_eq!(parse_probe(sizeless), Probed::Unreadable);
+    }
+
+    #[test]
+    fn resolution_over_the_limits_is_refused_with_both_sizes() {
+        let json = br#"{"streams":[{"codec_type":"video","width":3840,"height":2160}]}"#;
+        let Probed::Video(p) = parse_probe(json) else {
+            panic!("video expected")
+        };
+        let mut l = oxcast_base::config::Limits::default();
+        assert_eq!(over_limits(&p, &l), None);
+        l.max_width = 1920;
+        l.max_height = 1080;
+        let why = over_limits(&p, &l).unwrap();
+        assert!(
+            why.contains("3840x2160") && why.contains("1920x1080"),
+            "{why}"
+        );
+        l.max_width = 3840;
+        l.max_height = 2160;
+        assert_eq!(over_limits(&p, &l), None, "exactly at the limit is fine");
     }
 
     #[test]

@@ -109,7 +109,8 @@ impl LiveManager {
             return None;
         }
         let (writer, rx) = mpsc::channel(1);
-        self.tasks.spawn(write_objects(self.store.clone(), self.db.clone(), rx));
+        self.tasks
+            .spawn(write_objects(self.store.clone(), self.db.clone(), rx));
         Some(Arc::new(Session {
             state: Mutex::new(SessionState::restore(
                 s.stream_id,

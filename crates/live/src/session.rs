@@ -245,7 +245,10 @@ impl LiveManager {
             .await
             .is_err()
         {
-            tracing::warn!(left = self.tasks.len(), "live tasks still running at shutdown");
+            tracing::warn!(
+                left = self.tasks.len(),
+                "live tasks still running at shutdown"
+            );
         }
     }
 
@@ -269,7 +272,8 @@ impl LiveManager {
                 "internal error starting the session".to_string()
             })?;
         let (writer, rx) = mpsc::channel(256);
-        self.tasks.spawn(write_objects(self.store.clone(), self.db.clone(), rx));
+        self.tasks
+            .spawn(write_objects(self.store.clone(), self.db.clone(), rx));
         let session = Arc::new(Session {
             state: Mutex::new(SessionState::new(
                 stream.id,
@@ -334,7 +338,8 @@ impl LiveManager {
                                     self.act(stream, opened).await;
                                     return;
                                 }
-                                self.tasks.spawn(self.clone().run_monitor(session.clone(), stream));
+                                self.tasks
+                                    .spawn(self.clone().run_monitor(session.clone(), stream));
                                 (session, Ok(head))
                             }
                             Err(why) => {

@@ -323,3 +323,45 @@ async fn an_audio_only_publisher_is_refused_with_a_reason_and_leaves_no_video() 
     let info = stream_info(&base, id).await;
     assert_eq!(info["last_refused_publish"], Value::Null, "{info:#}");
 }
+
+#[tokio::test]
+async fn a_publisher_over_the_resolution_limits_is_refused_with_the_sizes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = Server::start(&[
+        ("OXCAST_LIVE__GRACE_S", "1"),
+        ("OXCAST_LIVE__RUNGS", "[180]"),
+        ("OXCAST_LIMITS__MAX_WIDTH", "256"),
+        ("OXCAST_LIMITS__MAX_HEIGHT", "144"),
+    ]);
+    let base = server.base.clone();
+    let s = create_stream(&base, "Too big").await;
+    let (id, key) = (s["id"].as_str().unwrap(), s["stream_key"].as_str().unwrap());
+    // 320x180 against a 256x144 limit: disconnected after the probe, long before its end.
+    let big = publish(&rtmp_url(&server, key), "flv", 20, true);
+    assert!(
+        !wait_exit(big, Duration::from_secs(15)),
+        "the publisher over the limits streamed to the end"
+    );
+    let health = json(
+        http()
+            .get(format!("{base}/api/v1/live-streams/{id}/health"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let reason = health["last_refused_publish"]["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no refusal in the health: {health:#}"));
+    assert!(
+        reason.contains("320x180") && reason.contains("256x144"),
+        "{reason}"
+    );
+    let info = stream_info(&base, id).await;
+    assert_eq!(info["last_refused_publish"]["reason"], reason, "{info:#}");
+    assert_eq!(
+        info["sessions"],
+        serde_json::json!([]),
+        "no session: {info:#}"
+    );
+}

@@ -83,7 +83,11 @@ async fn an_api_node_serves_a_stream_encoded_on_another() {
             })
             .collect()
     };
-    assert_eq!(shape(&master_b), shape(&master_a), "B serves the master A rendered");
+    assert_eq!(
+        shape(&master_b),
+        shape(&master_a),
+        "B serves the master A rendered"
+    );
     let rendition = &variants(&master_b)[0].0;
     let media = |node: &Server| format!("{}/live/{id}/{rendition}", node.base);
 

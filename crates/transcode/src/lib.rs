@@ -16,7 +16,7 @@ pub use encode::{
     encode_ladder, output_frame_rate, EncodeOutput, EncodePlan, Poster, Rendition, RenditionKind,
     Window, AUDIO_NAME, MAX_FRAME_RATE,
 };
-pub use probe::{probe, Probe};
+pub use probe::{parse_streams, probe, Probe, StreamsProbe, VideoStream};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

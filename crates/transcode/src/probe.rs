@@ -6,6 +6,9 @@ use serde::Deserialize;
 
 use crate::{run, Error, Input, Result};
 
+mod streams;
+pub use streams::{parse_streams, StreamsProbe, VideoStream};
+
 /// What the pipeline needs to know about a source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Probe {
@@ -79,6 +82,9 @@ struct Stream {
     tags: Tags,
     #[serde(default)]
     side_data_list: Vec<SideData>,
+    /// 1 when CEA-608/708 captions ride in the video.
+    #[serde(default)]
+    closed_captions: u8,
 }
 
 #[derive(Deserialize, Default)]
@@ -204,13 +210,7 @@ fn parse(json: &[u8]) -> Result<Probe> {
         (Some(v), Some(f)) => (v - f).max(0.0),
         _ => 0.0,
     };
-    let rotation = video
-        .side_data_list
-        .iter()
-        .find_map(|s| s.rotation)
-        .map(|r| r.round() as i32)
-        .or_else(|| video.tags.rotate.as_deref().and_then(|r| r.parse().ok()))
-        .unwrap_or(0);
+    let rotation = rotation(video);
     let frame_rate_ratio = nominal_rate(
         video.avg_frame_rate.as_deref().and_then(parse_ratio),
         video.r_frame_rate.as_deref().and_then(parse_ratio),
@@ -306,6 +306,18 @@ fn parse_clock(s: &str) -> Option<f64> {
 }
 
 /// `30000/1001` or `25` as a positive rational.
+/// Display rotation from the display matrix, or the old `rotate` tag.
+fn rotation(video: &Stream) -> i32 {
+    video
+        .side_data_list
+        .iter()
+        .find_map(|s| s.rotation)
+        .filter(|r| r.is_finite())
+        .map(|r| r.round().clamp(-360.0, 360.0) as i32)
+        .or_else(|| video.tags.rotate.as_deref().and_then(|r| r.parse().ok()))
+        .unwrap_or(0)
+}
+
 fn parse_ratio(r: &str) -> Option<(u32, u32)> {
     let (n, d) = match r.split_once('/') {
         Some((n, d)) => (n.parse::<u32>().ok()?, d.parse::<u32>().ok()?),

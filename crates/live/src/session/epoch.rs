@@ -39,11 +39,16 @@ impl LiveManager {
             }
         }
         match probe {
-            Probed::Video(probe) => Ok(Head {
-                probe,
-                bytes: head,
-                first_at: first_at.unwrap_or_else(|| self.clock.now_ms()),
-            }),
+            Probed::Video(probe) => {
+                if let Some(why) = crate::probe::over_limits(&probe, &self.config.limits) {
+                    return Err(why);
+                }
+                Ok(Head {
+                    probe,
+                    bytes: head,
+                    first_at: first_at.unwrap_or_else(|| self.clock.now_ms()),
+                })
+            }
             other => Err(other.refusal(head.len(), PROBE_WAIT)),
         }
     }
@@ -234,9 +239,11 @@ impl LiveManager {
         for (name, rx) in readers {
             let s = session.clone();
             let span = tracing::info_span!("rendition", %name);
-            packagers.push(self.tasks.spawn(
-                package(s, name, rx, epoch, first_at, self.clock.clone()).instrument(span),
-            ));
+            packagers.push(
+                self.tasks.spawn(
+                    package(s, name, rx, epoch, first_at, self.clock.clone()).instrument(span),
+                ),
+            );
         }
         let status = child.wait().await.map_err(|e| e.to_string())?;
         // If ffmpeg died before opening an output, release the reader blocked in open().

@@ -7,8 +7,10 @@
 
 use std::fmt::Write as _;
 
+mod ladder;
 pub mod live;
 
+pub use ladder::{Ladder, LadderAudio, LadderVideo, AUDIO_GROUP};
 pub use live::{LivePlaylist, LiveSegment, Part, RenditionReport};
 
 /// `EXT-X-VERSION` written. `EXT-X-MAP` outside I-frames-only playlists needs at least 6

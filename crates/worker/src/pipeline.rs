@@ -296,43 +296,33 @@ fn media_playlist(p: &PackagedRendition) -> String {
     hls::MediaPlaylist::vod("init.mp4", segments).render()
 }
 
-const AUDIO_GROUP: &str = "aud";
-
 fn master_playlist(
     video: &[(PackagedRendition, oxcast_media::ladder::Rung)],
     audio: Option<&PackagedRendition>,
 ) -> String {
-    let audio_peak = audio.map_or(0, |a| a.peak_bandwidth());
-    let audio_avg = audio.map_or(0, |a| a.average_bandwidth());
-    hls::MasterPlaylist {
-        independent_segments: true,
-        audio: audio
-            .map(|a| hls::AudioRendition {
-                group_id: AUDIO_GROUP.into(),
-                name: "Audio".into(),
-                uri: format!("{}/index.m3u8", a.name),
-                default: true,
-                channels: a.track.channels,
-                language: None,
-                codecs: a.track.codec.clone(),
-            })
-            .into_iter()
-            .collect(),
-        variants: video
+    hls::Ladder {
+        audio: audio.map(|a| hls::LadderAudio {
+            uri: format!("{}/index.m3u8", a.name),
+            codecs: a.track.codec.clone(),
+            channels: a.track.channels,
+            peak: a.peak_bandwidth(),
+            average: Some(a.average_bandwidth()),
+        }),
+        video: video
             .iter()
-            .map(|(p, rung)| hls::Variant {
+            .map(|(p, rung)| hls::LadderVideo {
                 uri: format!("{}/index.m3u8", p.name),
-                bandwidth: p.peak_bandwidth() + audio_peak,
-                average_bandwidth: Some(p.average_bandwidth() + audio_avg),
+                codecs: p.track.codec.clone(),
                 width: rung.width,
                 height: rung.height,
-                codecs: p.track.codec.clone(),
                 frame_rate: p.frame_rate(),
-                audio_group: audio.map(|_| AUDIO_GROUP.to_string()),
-                // Unknown: x264 keeps a source's CEA-608 captions, and players find them.
-                no_closed_captions: false,
+                peak: p.peak_bandwidth(),
+                average: Some(p.average_bandwidth()),
             })
             .collect(),
+        independent_segments: true,
+        // Unknown: x264 keeps a source's CEA-608 captions, and players find them.
+        captions: None,
     }
     .render()
 }

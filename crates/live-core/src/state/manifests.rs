@@ -12,48 +12,40 @@ impl SessionState {
             return None;
         }
         let audio = self.renditions.iter().find(|r| r.rung.is_none());
-        let audio_bw = audio.map_or(0, |a| a.bandwidth());
-        Some(
-            hls::MasterPlaylist {
-                independent_segments: false,
-                audio: audio
-                    .map(|a| hls::AudioRendition {
-                        group_id: "aud".into(),
-                        name: "Audio".into(),
-                        uri: format!("{prefix}{}/index.m3u8", a.name),
-                        default: true,
-                        channels: a.track.as_ref().and_then(|t| t.channels),
-                        language: None,
-                        codecs: a
-                            .track
-                            .as_ref()
-                            .map(|t| t.codec.clone())
-                            .unwrap_or_default(),
+        let ladder = hls::Ladder {
+            audio: audio.map(|a| hls::LadderAudio {
+                uri: format!("{prefix}{}/index.m3u8", a.name),
+                codecs: a
+                    .track
+                    .as_ref()
+                    .map(|t| t.codec.clone())
+                    .unwrap_or_default(),
+                channels: a.track.as_ref().and_then(|t| t.channels),
+                peak: a.bandwidth(),
+                average: None,
+            }),
+            video: self
+                .renditions
+                .iter()
+                .filter_map(|r| {
+                    let rung = r.rung.as_ref()?;
+                    let t = r.track.as_ref()?;
+                    Some(hls::LadderVideo {
+                        uri: format!("{prefix}{}/index.m3u8", r.name),
+                        codecs: t.codec.clone(),
+                        width: t.width.unwrap_or(rung.width),
+                        height: t.height.unwrap_or(rung.height),
+                        frame_rate: None,
+                        peak: r.bandwidth(),
+                        average: None,
                     })
-                    .into_iter()
-                    .collect(),
-                variants: self
-                    .renditions
-                    .iter()
-                    .filter_map(|r| {
-                        let rung = r.rung.as_ref()?;
-                        let t = r.track.as_ref()?;
-                        Some(hls::Variant {
-                            uri: format!("{prefix}{}/index.m3u8", r.name),
-                            bandwidth: r.bandwidth() + audio_bw,
-                            average_bandwidth: None,
-                            width: t.width.unwrap_or(rung.width),
-                            height: t.height.unwrap_or(rung.height),
-                            codecs: t.codec.clone(),
-                            frame_rate: None,
-                            audio_group: audio.map(|_| "aud".to_string()),
-                            no_closed_captions: !self.source_captions,
-                        })
-                    })
-                    .collect(),
-            }
-            .render(),
-        )
+                })
+                .collect(),
+            // Segments start with keyframes, but parts need not: kept off for live.
+            independent_segments: false,
+            captions: Some(self.source_captions),
+        };
+        Some(ladder.render())
     }
 
     /// One rendition's LL-HLS playlist model.

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_s3_uploads.sql")),
     (5, include_str!("../migrations/0005_chunked_jobs.sql")),
     (6, include_str!("../migrations/0006_nodes.sql")),
+    (7, include_str!("../migrations/0007_live_leases.sql")),
 ];
 
 /// Any fixed number: the advisory lock that serialises migrators on PostgreSQL.

@@ -28,7 +28,7 @@ use crate::package::{package, write_objects, Write};
 use crate::probe::{probe_source, Probed, SourceProbe};
 use crate::publish::{Signal, TOPIC};
 use crate::rendered::Rendered;
-use crate::slots::{Reserved, Slot};
+use crate::slots::{Reserved, Slot, LEASE_TTL_MS};
 use crate::state::{SessionState, AUDIO};
 use oxcast_live_core::slot::{Action, Event};
 
@@ -135,6 +135,8 @@ pub struct LiveManager {
     /// Every task this manager starts (publishers' epochs, their monitors and object writers,
     /// grace timers), waited for at shutdown.
     pub(crate) tasks: TaskTracker,
+    /// This process, as the holder of stream leases (`{node_id}:{pid}`).
+    pub(crate) holder: String,
 }
 
 fn live_ladder(src: &SourceVideo, cfg: &oxcast_base::config::LiveConfig) -> Vec<Rung> {
@@ -159,6 +161,7 @@ impl LiveManager {
         clock: SharedClock,
         scratch: PathBuf,
         shutdown: CancellationToken,
+        holder: String,
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
@@ -170,6 +173,7 @@ impl LiveManager {
             viewers: Mutex::new(ViewerBoard::default()),
             shutdown,
             tasks: TaskTracker::new(),
+            holder,
         })
     }
 
@@ -419,6 +423,9 @@ impl LiveManager {
             },
         );
         self.act(stream, actions).await;
+        if self.session(stream).is_none() {
+            self.release_lease(stream).await;
+        }
     }
 
     /// Ends a session: last playlists get ENDLIST, the recording is written as VOD and
@@ -471,6 +478,7 @@ impl LiveManager {
         if let Err(e) = self.db.end_live_session(session_id, now).await {
             tracing::error!(error = %e, "could not end the live session");
         }
+        self.release_lease(stream_id_of(session)).await;
         self.signal(Signal::Stream(stream_id_of(session))).await;
         tracing::info!(title = %session.title, "session finished");
     }
@@ -508,12 +516,34 @@ impl PublishHandler for LiveHandler {
                 return Err(Refusal("internal error".into()));
             }
         };
+        // One live node per stream: the lease says which (this one, on a reconnect).
+        let now = this.clock.now_ms();
+        let lease = match this
+            .db
+            .take_stream_lease(stream.id, &this.holder, LEASE_TTL_MS, now)
+            .await
+        {
+            Ok(Ok(lease)) => lease,
+            Ok(Err(other)) => {
+                tracing::info!(stream = %stream.id, %other, "refused: the stream is live on another node");
+                metrics::counter!("oxcast_live_publish_refused_total", "reason" => "elsewhere")
+                    .increment(1);
+                return Err(Refusal(
+                    "this stream is already live on another server of this site".into(),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "taking the stream's lease failed");
+                return Err(Refusal("internal error".into()));
+            }
+        };
         let place = this
             .reserve(stream.id, &stream.stream_key)
             .inspect_err(|_| {
                 metrics::counter!("oxcast_live_publish_refused_total", "reason" => "busy")
                     .increment(1);
             })?;
+        this.hold_lease(stream.id, lease.epoch);
         let session = place
             .resumed
             .as_ref()

@@ -14,6 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::session::{LiveManager, RefusedPublish, Session};
 
+/// How long a stream lease lasts unless renewed (every [`crate::monitor`] stream check, 3 s):
+/// how long a crashed or frozen node keeps its streams from starting elsewhere.
+pub(crate) const LEASE_TTL_MS: i64 = 10_000;
+
 /// How long ending a deleted stream waits for its encoder to drain what the publisher sent.
 pub(crate) const DRAIN: Duration = Duration::from_secs(15);
 
@@ -23,6 +27,8 @@ pub(crate) struct Slot {
     pub(crate) session: Option<Arc<Session>>,
     /// Cancelled to disconnect the current publisher (a new token per publisher).
     pub(crate) kick: CancellationToken,
+    /// The epoch of the stream lease this node holds for it.
+    pub(crate) lease: Option<i64>,
 }
 
 /// A publisher's place in its stream's slot.
@@ -49,6 +55,7 @@ impl LiveManager {
             core: slot::Slot::new(timing),
             session: None,
             kick: CancellationToken::new(),
+            lease: None,
         });
         let actions = slot.core.handle(event);
         for a in &actions {
@@ -173,5 +180,60 @@ impl LiveManager {
             reason: r.reason.clone(),
             at_ms: r.at_ms,
         })
+    }
+
+    pub(crate) fn hold_lease(&self, stream: StreamId, epoch: i64) {
+        if let Some(slot) = self.slots.lock().expect("slots").get_mut(&stream) {
+            slot.lease = Some(epoch);
+        }
+    }
+
+    /// Renews the stream's lease; a node that lost it (it was frozen past the lease, and
+    /// another node took the stream) disconnects its publisher, whose session then ends.
+    /// A database that does not answer is no reason to stop: nobody else can take it then.
+    pub(crate) async fn renew_lease(&self, stream: StreamId) {
+        let Some(epoch) = self
+            .slots
+            .lock()
+            .expect("slots")
+            .get(&stream)
+            .and_then(|s| s.lease)
+        else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        match self
+            .db
+            .renew_stream_lease(stream, &self.holder, epoch, LEASE_TTL_MS, now)
+            .await
+        {
+            Ok(true) | Err(_) => {}
+            Ok(false) => {
+                tracing::warn!(%stream, epoch, "lost the stream's lease to another node; disconnecting");
+                if let Some(slot) = self.slots.lock().expect("slots").get_mut(&stream) {
+                    slot.lease = None;
+                }
+                self.disconnect(stream);
+            }
+        }
+    }
+
+    /// Gives the lease back when the session ends, so the stream may start anywhere at once.
+    pub(crate) async fn release_lease(&self, stream: StreamId) {
+        let epoch = self
+            .slots
+            .lock()
+            .expect("slots")
+            .get_mut(&stream)
+            .and_then(|s| s.lease.take());
+        if let Some(epoch) = epoch {
+            if let Err(e) = self
+                .db
+                .release_stream_lease(stream, &self.holder, epoch)
+                .await
+            {
+                tracing::warn!(%stream, error = %e, "could not release the stream's lease; it expires by itself");
+            }
+        }
     }
 }

@@ -60,6 +60,7 @@ impl LiveManager {
                 self.end_stream(stream).await;
             }
             Some(s) => {
+                self.renew_lease(stream).await;
                 let actions = self.step(stream, Event::KeySeen { key: &s.stream_key });
                 if !actions.is_empty() {
                     tracing::info!(%stream, "the stream key was reset; disconnecting the publisher");

@@ -135,6 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             clock.clone(),
             data.join("live-work"),
             shutdown.clone(),
+            format!("{node_id}:{}", std::process::id()),
         );
         live.recover_orphans().await?;
         // Named pipes of a previous process's encoders are of no use now.

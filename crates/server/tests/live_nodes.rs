@@ -315,3 +315,80 @@ async fn a_key_reset_or_a_delete_on_another_node_reaches_the_publisher() {
     assert!(v["duration_s"].as_f64().unwrap() >= 2.0, "{v}");
     decodes_cleanly(&format!("{}/v/{recording}/master.m3u8", b.base)).await;
 }
+
+/// Whether a publisher of `src` to `url` is still streaming after a few seconds (accepted),
+/// or was refused and exited.
+async fn accepted(url: &str, src: &std::path::Path) -> Option<std::process::Child> {
+    let mut p = publish_file(url, src);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if p.try_wait().unwrap().is_some() {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(p)
+}
+
+/// Two live nodes: a stream runs on one at a time (a lease in the database); a node killed
+/// with its stream frees it once the lease expires.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_runs_on_one_live_node_at_a_time() {
+    let bucket = s3::bucket();
+    let mut env = deployment(postgres::database(), &bucket);
+    env.push(("OXCAST_LIVE__RUNGS".into(), "[360]".into()));
+    env.push(("OXCAST_LIVE__GRACE_S".into(), "2".into()));
+    let mut a = start_roles(&env, "api,ingest,live");
+    let b = start_roles(&env, "api,ingest,live");
+    let dir = tempfile::tempdir().unwrap();
+    let src = live_source(dir.path(), "640x360", 60);
+    let s = create_stream(&b.base, "one node at a time").await;
+    let (id, key) = (s["id"].as_str().unwrap(), s["stream_key"].as_str().unwrap());
+    let mut first = publish_file(&rtmp_url(&a, key), &src);
+    wait_for(
+        &format!("{}/live/{id}/master.m3u8", b.base),
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // The same key on the other live node, while the first runs it: refused.
+    assert!(
+        accepted(&rtmp_url(&b, key), &src).await.is_none(),
+        "a second live node took a stream that is live elsewhere"
+    );
+    assert!(
+        b.log().contains("live on another node"),
+        "the refusal is logged"
+    );
+
+    // The first node dies with its stream: refused until its lease (10 s) expires, then the
+    // stream starts on the other node.
+    a.kill9();
+    let killed = Instant::now();
+    let _ = first.kill();
+    let _ = first.wait();
+    let mut second = None;
+    while second.is_none() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the lease of a dead node never expired"
+        );
+        second = accepted(&rtmp_url(&b, key), &src).await;
+    }
+    let took = killed.elapsed();
+    assert!(
+        took >= Duration::from_secs(5),
+        "taken after {took:?}: the dead node's lease was not honoured"
+    );
+    let info = stream_info(&b.base, id).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut info = info;
+    while info["current_session"]["health"].is_null() {
+        assert!(Instant::now() < deadline, "never live on B: {info}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        info = stream_info(&b.base, id).await;
+    }
+    let mut second = second.unwrap();
+    let _ = second.kill();
+    let _ = second.wait();
+}

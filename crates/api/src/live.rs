@@ -115,7 +115,12 @@ async fn view(state: &AppState, s: &LiveStream) -> ApiResult<LiveStreamView> {
     let status = state.live.as_ref().and_then(|l| l.status(s.id));
     let refused = state.live.as_ref().and_then(|l| l.last_refused(s.id));
     let sessions = state.db.live_sessions(s.id).await?;
-    let here = status.is_some();
+    // This node's session, when it runs one; an ended one here says nothing of other nodes.
+    let here = status.as_ref().is_some_and(|st| !st.ended);
+    let ended_here = status
+        .as_ref()
+        .filter(|st| st.ended)
+        .map(|st| st.session_id);
     let mut current = status.filter(|st| !st.ended).map(|st| CurrentSession {
         id: st.session_id.to_string(),
         video_id: st.video_id.to_string(),
@@ -132,7 +137,10 @@ async fn view(state: &AppState, s: &LiveStream) -> ApiResult<LiveStreamView> {
     // Encoded on another node: what the database and the published playlists say (the
     // session row stays live while its recording is published after the playlists end).
     if !here {
-        if let Some(x) = sessions.iter().find(|x| x.status == SessionStatus::Live) {
+        if let Some(x) = sessions
+            .iter()
+            .find(|x| x.status == SessionStatus::Live && Some(x.id) != ended_here)
+        {
             let (publishing, ended) = state
                 .live_serve
                 .replica

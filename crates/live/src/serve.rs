@@ -24,17 +24,37 @@ impl LiveServe {
         self.replica.as_deref().ok_or(LiveError::NotLive)
     }
 
+    /// The stream's current session: this node's while it runs it, else the one the database
+    /// says is live (wherever it runs), else this node's last one, ended.
     pub async fn master(&self, stream: StreamId) -> Result<Arc<Compressible>, LiveError> {
+        if let Some(m) = self.local.as_deref().filter(|m| m.runs(stream)) {
+            return m.master(stream);
+        }
+        if let Some(r) = &self.replica {
+            match r.master(stream).await {
+                Err(LiveError::NotLive) => {}
+                other => return other,
+            }
+        }
         match self.local(stream, None) {
             Some(m) => m.master(stream),
-            None => self.replica()?.master(stream).await,
+            None => Err(LiveError::NotLive),
         }
     }
 
     pub async fn mpd(&self, stream: StreamId) -> Result<Arc<Compressible>, LiveError> {
+        if let Some(m) = self.local.as_deref().filter(|m| m.runs(stream)) {
+            return m.mpd(stream, UTC_TIMING);
+        }
+        if let Some(r) = &self.replica {
+            match r.mpd(stream).await {
+                Err(LiveError::NotLive) => {}
+                other => return other,
+            }
+        }
         match self.local(stream, None) {
             Some(m) => m.mpd(stream, UTC_TIMING),
-            None => self.replica()?.mpd(stream).await,
+            None => Err(LiveError::NotLive),
         }
     }
 

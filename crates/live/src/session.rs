@@ -193,6 +193,12 @@ impl LiveManager {
         })
     }
 
+    /// Whether this node runs `stream` and its session has not ended.
+    pub fn runs(&self, stream: StreamId) -> bool {
+        self.session(stream)
+            .is_some_and(|s| !s.state.lock().expect("state").ended)
+    }
+
     pub(crate) fn session(&self, stream: StreamId) -> Option<Arc<Session>> {
         self.slots
             .lock()

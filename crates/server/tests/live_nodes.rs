@@ -392,3 +392,83 @@ async fn a_stream_runs_on_one_live_node_at_a_time() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+fn signal(server: &Server, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &server.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// A live node frozen past its lease (SIGSTOP: a paused VM) loses its stream to another node;
+/// woken (SIGCONT), it finds the lease gone, lets its old session end, and the stream stays on
+/// the other node.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_live_node_loses_its_stream_and_keeps_off_it_when_it_wakes() {
+    let bucket = s3::bucket();
+    let mut env = deployment(postgres::database(), &bucket);
+    env.push(("OXCAST_LIVE__RUNGS".into(), "[360]".into()));
+    env.push(("OXCAST_LIVE__GRACE_S".into(), "2".into()));
+    let a = start_roles(&env, "api,ingest,live");
+    let b = start_roles(&env, "api,ingest,live");
+    let dir = tempfile::tempdir().unwrap();
+    let src = live_source(dir.path(), "640x360", 60);
+    let s = create_stream(&b.base, "frozen").await;
+    let (id, key) = (s["id"].as_str().unwrap(), s["stream_key"].as_str().unwrap());
+    let mut first = publish_file(&rtmp_url(&a, key), &src);
+    wait_for(
+        &format!("{}/live/{id}/master.m3u8", b.base),
+        Duration::from_secs(20),
+    )
+    .await;
+    let old = stream_info(&a.base, id).await["current_session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    signal(&a, "-STOP");
+    let _ = first.kill();
+    let _ = first.wait();
+    let frozen = Instant::now();
+    let mut second = None;
+    while second.is_none() {
+        assert!(
+            frozen.elapsed() < Duration::from_secs(30),
+            "the frozen node's lease never expired"
+        );
+        second = accepted(&rtmp_url(&b, key), &src).await;
+    }
+    let mut second = second.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new = loop {
+        let info = stream_info(&b.base, id).await;
+        if !info["current_session"]["health"].is_null() {
+            break info["current_session"]["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "never live on B: {info}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_ne!(new, old);
+
+    // Woken: A notices the lease is gone and its old session ends; B keeps the stream.
+    signal(&a, "-CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.log().contains("lost the stream's lease") {
+        assert!(Instant::now() < deadline, "A never noticed:\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for node in [&a, &b] {
+        let master = get_text(&format!("{}/live/{id}/master.m3u8", node.base)).await;
+        assert!(master.contains(&new), "{} serves {master}", node.base);
+    }
+    for node in [&a, &b] {
+        let info = stream_info(&node.base, id).await;
+        assert_eq!(info["status"], "live", "{info}");
+        assert_eq!(info["current_session"]["id"], new.as_str(), "{info}");
+    }
+    let _ = second.kill();
+    let _ = second.wait();
+}

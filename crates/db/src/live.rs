@@ -223,11 +223,29 @@ impl Db {
     }
 
     /// Sessions left `live` by a process that died; they are ended (their recordings are
-    /// published by the caller from what was stored).
-    pub async fn orphaned_live_sessions(&self) -> Result<Vec<LiveSession>> {
+    /// published by the caller from what was stored). A session is orphaned when no other live
+    /// process holds its stream's lease, or when a newer session of the stream is live (it
+    /// runs elsewhere now). Leases held by `own_prefix` (this node's earlier processes,
+    /// `{node_id}:`) are not another's.
+    pub async fn orphaned_live_sessions(
+        &self,
+        own_prefix: &str,
+        now: Millis,
+    ) -> Result<Vec<LiveSession>> {
+        let cols = SESSION_COLS
+            .split(", ")
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let rows = sqlx::query(&format!(
-            "SELECT {SESSION_COLS} FROM live_sessions WHERE status = 'live'"
+            "SELECT {cols} FROM live_sessions s WHERE s.status = 'live' AND ( \
+               NOT EXISTS (SELECT 1 FROM live_leases l WHERE l.stream_id = s.stream_id \
+                           AND l.expires_at > $1 AND substr(l.holder, 1, length($2)) <> $2) \
+               OR EXISTS (SELECT 1 FROM live_sessions n WHERE n.stream_id = s.stream_id \
+                          AND n.status = 'live' AND n.started_at > s.started_at))"
         ))
+        .bind(now)
+        .bind(own_prefix)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(session_from_row).collect()
@@ -254,14 +272,18 @@ mod tests {
             let sess = db.start_live_session(&s, "show (live)", 10).await.unwrap();
             let v = db.video(sess.video_id).await.unwrap().unwrap();
             assert_eq!(v.status, VideoStatus::Processing);
-            assert_eq!(db.orphaned_live_sessions().await.unwrap().len(), 1);
+            assert_eq!(db.orphaned_live_sessions("me:", 10).await.unwrap().len(), 1);
             let current = db.current_live_session(s.id).await.unwrap().unwrap();
             assert_eq!(current.id, sess.id);
             assert_eq!(db.live_session(sess.id).await.unwrap().unwrap(), current);
             db.end_live_session(sess.id, 20).await.unwrap();
             assert!(db.current_live_session(s.id).await.unwrap().is_none());
             assert!(db.live_session(sess.id).await.unwrap().unwrap().ended_at == Some(20));
-            assert!(db.orphaned_live_sessions().await.unwrap().is_empty());
+            assert!(db
+                .orphaned_live_sessions("me:", 20)
+                .await
+                .unwrap()
+                .is_empty());
             let list = db.live_sessions(s.id).await.unwrap();
             assert_eq!(list[0].ended_at, Some(20));
 
@@ -271,6 +293,40 @@ mod tests {
                 db.video(sess.video_id).await.unwrap().is_some(),
                 "the recording stays"
             );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_session_another_live_node_runs_is_not_an_orphan() {
+        each_backend(|db| async move {
+            let s = db.create_live_stream("show", "k1", 1).await.unwrap();
+            let sess = db.start_live_session(&s, "show (live)", 10).await.unwrap();
+            db.take_stream_lease(s.id, "other:7", 10_000, 10)
+                .await
+                .unwrap()
+                .unwrap();
+            let orphans = |now| db.orphaned_live_sessions("me:", now);
+            assert!(orphans(20).await.unwrap().is_empty(), "runs on other:7");
+            assert_eq!(orphans(10_010).await.unwrap().len(), 1, "its lease expired");
+            // Our own earlier process's lease does not protect it: that process is gone.
+            db.release_stream_lease(s.id, "other:7", 1).await.unwrap();
+            db.take_stream_lease(s.id, "me:1", 10_000, 30)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(orphans(40).await.unwrap()[0].id, sess.id);
+            // A newer session of the stream, live elsewhere: the old one is stale.
+            db.release_stream_lease(s.id, "me:1", 2).await.unwrap();
+            db.take_stream_lease(s.id, "other:8", 10_000, 50)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(orphans(60).await.unwrap().is_empty());
+            let newer = db.start_live_session(&s, "show (again)", 70).await.unwrap();
+            let o = orphans(80).await.unwrap();
+            assert_eq!(o.iter().map(|x| x.id).collect::<Vec<_>>(), vec![sess.id]);
+            assert_ne!(newer.id, sess.id);
         })
         .await;
     }

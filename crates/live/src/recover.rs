@@ -18,7 +18,16 @@ impl LiveManager {
     /// Sessions a crashed process left `live` cannot continue, but what they stored is not
     /// lost: each is ended and its stored segments published as its recording.
     pub async fn recover_orphans(&self) -> oxcast_db::Result<()> {
-        for s in self.db.orphaned_live_sessions().await? {
+        // This node's earlier processes hold leases as `{node_id}:{pid}`.
+        let own = match self.holder.rsplit_once(':') {
+            Some((node, _)) => format!("{node}:"),
+            None => self.holder.clone(),
+        };
+        let sessions = self
+            .db
+            .orphaned_live_sessions(&own, self.clock.now_ms())
+            .await?;
+        for s in sessions {
             tracing::warn!(session = %s.id, video = %s.video_id, "recovering a live session interrupted by a restart");
             let now = self.clock.now_ms();
             match self.rebuild(&s).await {

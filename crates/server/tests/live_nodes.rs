@@ -388,6 +388,41 @@ async fn a_stream_runs_on_one_live_node_at_a_time() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         info = stream_info(&b.base, id).await;
     }
+    // The dead node comes back: it ends its own interrupted session, not the one B runs now.
+    let old = info["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] != info["current_session"]["id"])
+        .expect("A's session")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let running = info["current_session"]["id"].as_str().unwrap().to_string();
+    a.restart();
+    wait_for(&format!("{}/healthz", a.base), Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = stream_info(&b.base, id).await;
+        let status = |sid: &str| {
+            info["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["id"] == sid)
+                .map(|x| x["status"].clone())
+        };
+        assert_eq!(status(&running), Some("live".into()), "{info}");
+        if status(&old) == Some("ended".into()) {
+            assert_eq!(info["current_session"]["id"], running.as_str(), "{info}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A's old session never ended: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let mut second = second.unwrap();
     let _ = second.kill();
     let _ = second.wait();

@@ -226,7 +226,7 @@ impl Db {
     /// published by the caller from what was stored). A session is orphaned when no other live
     /// process holds its stream's lease, or when a newer session of the stream is live (it
     /// runs elsewhere now). Leases held by `own_prefix` (this node's earlier processes,
-    /// `{node_id}:`) are not another's.
+    /// `{node_id}:`, at startup) are not another's; with `""` every valid lease counts.
     pub async fn orphaned_live_sessions(
         &self,
         own_prefix: &str,
@@ -240,7 +240,8 @@ impl Db {
         let rows = sqlx::query(&format!(
             "SELECT {cols} FROM live_sessions s WHERE s.status = 'live' AND ( \
                NOT EXISTS (SELECT 1 FROM live_leases l WHERE l.stream_id = s.stream_id \
-                           AND l.expires_at > $1 AND substr(l.holder, 1, length($2)) <> $2) \
+                           AND l.expires_at > $1 \
+                           AND ($2 = '' OR substr(l.holder, 1, length($2)) <> $2)) \
                OR EXISTS (SELECT 1 FROM live_sessions n WHERE n.stream_id = s.stream_id \
                           AND n.status = 'live' AND n.started_at > s.started_at))"
         ))
@@ -316,6 +317,10 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(orphans(40).await.unwrap()[0].id, sess.id);
+            assert!(
+                db.orphaned_live_sessions("", 40).await.unwrap().is_empty(),
+                "a running process's own lease protects its session"
+            );
             // A newer session of the stream, live elsewhere: the old one is stale.
             db.release_stream_lease(s.id, "me:1", 2).await.unwrap();
             db.take_stream_lease(s.id, "other:8", 10_000, 50)

@@ -3,6 +3,7 @@
 //! [`oxcast_live_core::recovery`]; this reads the objects and the media times.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use oxcast_live_core::recovery::{self, SegmentTimes};
 use oxcast_store::keys;
@@ -14,21 +15,49 @@ use crate::rendered::Rendered;
 use crate::session::{LiveManager, Session};
 use crate::state::{RestoredRendition, Segment, SessionState};
 
+/// How often a live node looks for sessions other nodes left behind.
+const SWEEP: Duration = Duration::from_secs(10);
+
 impl LiveManager {
     /// Sessions a crashed process left `live` cannot continue, but what they stored is not
     /// lost: each is ended and its stored segments published as its recording.
+    /// At startup: this node's earlier processes (`{node_id}:{pid}`) are gone, so their
+    /// leases protect nothing.
     pub async fn recover_orphans(&self) -> oxcast_db::Result<()> {
-        // This node's earlier processes hold leases as `{node_id}:{pid}`.
         let own = match self.holder.rsplit_once(':') {
             Some((node, _)) => format!("{node}:"),
             None => self.holder.clone(),
         };
+        self.recover(&own).await
+    }
+
+    /// Recovers, every [`SWEEP`], the sessions of live nodes that died and did not come back
+    /// (their leases expired), so their recordings are not lost with the machine. Two nodes
+    /// recovering one session at once publish the same recording twice, from the same objects.
+    pub fn start_sweeper(self: &Arc<Self>) {
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            let mut every = tokio::time::interval(SWEEP);
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = me.shutdown.cancelled() => return,
+                }
+                if let Err(e) = me.recover("").await {
+                    tracing::warn!(error = %e, "looking for interrupted live sessions failed");
+                }
+            }
+        });
+    }
+
+    async fn recover(&self, own_prefix: &str) -> oxcast_db::Result<()> {
         let sessions = self
             .db
-            .orphaned_live_sessions(&own, self.clock.now_ms())
+            .orphaned_live_sessions(own_prefix, self.clock.now_ms())
             .await?;
         for s in sessions {
-            tracing::warn!(session = %s.id, video = %s.video_id, "recovering a live session interrupted by a restart");
+            tracing::warn!(session = %s.id, video = %s.video_id, "recovering a live session whose node stopped");
             let now = self.clock.now_ms();
             match self.rebuild(&s).await {
                 Some(session) => match self.publish_recording(&session).await {

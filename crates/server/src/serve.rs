@@ -138,6 +138,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             format!("{node_id}:{}", std::process::id()),
         );
         live.recover_orphans().await?;
+        live.start_sweeper();
         // Named pipes of a previous process's encoders are of no use now.
         let _ = std::fs::remove_dir_all(data.join("live-work"));
         std::fs::create_dir_all(data.join("live-work"))?;

@@ -388,7 +388,30 @@ async fn a_stream_runs_on_one_live_node_at_a_time() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         info = stream_info(&b.base, id).await;
     }
-    // The dead node comes back: it ends its own interrupted session, not the one B runs now.
+    // B, which runs the stream now, also ends the dead node's session and publishes what it
+    // stored: nothing waits for A to come back.
+    let dead = info["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] != info["current_session"]["id"])
+        .expect("A's session")
+        .clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = video(&b.base, dead["video_id"].as_str().unwrap()).await;
+        if v["status"] == "ready" {
+            assert!(v["duration_s"].as_f64().unwrap() >= 2.0, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dead node's recording: {v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(b
+        .log()
+        .contains("recording of the interrupted session published"));
+
+    // The dead node comes back: it ends nothing B runs.
     let old = info["sessions"]
         .as_array()
         .unwrap()

@@ -142,22 +142,6 @@ fn top_level_boxes(data: &[u8]) -> impl Iterator<Item = [u8; 4]> + '_ {
     })
 }
 
-async fn wait_for(url: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = http().get(url).send().await.unwrap();
-        if r.status() == 200 {
-            return r.text().await.unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} not served within {timeout:?}: {}",
-            r.status()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// The media playlist URLs listed by a live master playlist, absolute.
 fn media_urls(base: &str, stream: &str, master: &str) -> Vec<String> {
     let mut out: Vec<String> = variants(master)

@@ -9,19 +9,58 @@ use std::time::{Duration, Instant};
 use common::*;
 use oxcast_testkit::{postgres, s3};
 
-async fn wait_for(url: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = http().get(url).send().await.unwrap();
-        if r.status() == 200 {
-            return r.text().await.unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} not served within {timeout:?}: {}",
-            r.status()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+/// What a test keeps alive: the bucket and the source's folder.
+struct Keep {
+    _bucket: s3::S3Bucket,
+    _dir: tempfile::TempDir,
+}
+
+/// Two nodes on one PostgreSQL and one bucket, a stream created through B and published to A
+/// (`api,ingest,live`) from a `secs`-second source, once B serves its master playlist.
+struct Streaming {
+    keep: Keep,
+    a: Server,
+    b: Server,
+    src: std::path::PathBuf,
+    id: String,
+    key: String,
+    publisher: std::process::Child,
+    master_b: String,
+}
+
+async fn streaming(b_roles: &str, grace_s: &str, secs: u32, title: &str) -> Streaming {
+    let bucket = s3::bucket();
+    let mut env = deployment(postgres::database(), &bucket);
+    env.push(("OXCAST_LIVE__RUNGS".into(), "[360]".into()));
+    env.push(("OXCAST_LIVE__GRACE_S".into(), grace_s.into()));
+    let a = start_roles(&env, "api,ingest,live");
+    let b = start_roles(&env, b_roles);
+    let dir = tempfile::tempdir().unwrap();
+    let src = live_source(dir.path(), "640x360", secs);
+    // Created through B: the API is the same on every node.
+    let s = create_stream(&b.base, title).await;
+    let (id, key) = (
+        s["id"].as_str().unwrap().to_string(),
+        s["stream_key"].as_str().unwrap().to_string(),
+    );
+    let publisher = publish_file(&rtmp_url(&a, &key), &src);
+    let master_b = wait_for(
+        &format!("{}/live/{id}/master.m3u8", b.base),
+        Duration::from_secs(20),
+    )
+    .await;
+    Streaming {
+        keep: Keep {
+            _bucket: bucket,
+            _dir: dir,
+        },
+        a,
+        b,
+        src,
+        id,
+        key,
+        publisher,
+        master_b,
     }
 }
 
@@ -51,25 +90,17 @@ async fn held(url: String) -> (u16, String, Instant) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_api_node_serves_a_stream_encoded_on_another() {
-    let bucket = s3::bucket();
-    let mut env = deployment(postgres::database(), &bucket);
-    env.push(("OXCAST_LIVE__RUNGS".into(), "[360]".into()));
-    env.push(("OXCAST_LIVE__GRACE_S".into(), "2".into()));
-    let a = start_roles(&env, "api,ingest,live");
-    let b = start_roles(&env, "api");
-    let dir = tempfile::tempdir().unwrap();
-    let src = live_source(dir.path(), "640x360", 24);
-
-    // Created through B: the API is the same on every node.
-    let s = create_stream(&b.base, "two nodes").await;
-    let (id, key) = (s["id"].as_str().unwrap(), s["stream_key"].as_str().unwrap());
-    let mut publisher = publish_file(&rtmp_url(&a, key), &src);
-
-    let master_b = wait_for(
-        &format!("{}/live/{id}/master.m3u8", b.base),
-        Duration::from_secs(20),
-    )
-    .await;
+    let Streaming {
+        keep: _keep,
+        a,
+        b,
+        src: _,
+        id,
+        key: _,
+        mut publisher,
+        master_b,
+    } = streaming("api", "2", 24, "two nodes").await;
+    let id = id.as_str();
     let master_a = get_text(&format!("{}/live/{id}/master.m3u8", a.base)).await;
     // The same master, but for the measured bandwidths, which A updates with each segment and
     // B reads as of the last one published.
@@ -248,22 +279,17 @@ async fn exits_within(mut child: std::process::Child, timeout: Duration) -> bool
 /// The stream is managed through B; its publisher and encoder are on A.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_reset_or_a_delete_on_another_node_reaches_the_publisher() {
-    let bucket = s3::bucket();
-    let mut env = deployment(postgres::database(), &bucket);
-    env.push(("OXCAST_LIVE__RUNGS".into(), "[360]".into()));
-    env.push(("OXCAST_LIVE__GRACE_S".into(), "10".into()));
-    let a = start_roles(&env, "api,ingest,live");
-    let b = start_roles(&env, "api");
-    let dir = tempfile::tempdir().unwrap();
-    let src = live_source(dir.path(), "640x360", 60);
-    let s = create_stream(&b.base, "managed elsewhere").await;
-    let (id, key) = (s["id"].as_str().unwrap(), s["stream_key"].as_str().unwrap());
-    let publisher = publish_file(&rtmp_url(&a, key), &src);
-    wait_for(
-        &format!("{}/live/{id}/master.m3u8", b.base),
-        Duration::from_secs(20),
-    )
-    .await;
+    let Streaming {
+        keep: _keep,
+        a,
+        b,
+        src,
+        id,
+        key,
+        publisher,
+        master_b: _,
+    } = streaming("api", "10", 60, "managed elsewhere").await;
+    let (id, key) = (id.as_str(), key.as_str());
     let info = stream_info(&b.base, id).await;
     let session = info["current_session"]["id"].as_str().unwrap().to_string();
     let recording = info["current_session"]["video_id"]
@@ -334,22 +360,17 @@ async fn accepted(url: &str, src: &std::path::Path) -> Option<std::process::Chil
 /// with its stream frees it once the lease expires.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_runs_on_one_live_node_at_a_time() {
-    let bucket = s3::bucket();
-    let mut env = deployment(postgres::database(), &bucket);
-    env.push(("OXCAST_LIVE__RUNGS".into(), "[360]".into()));
-    env.push(("OXCAST_LIVE__GRACE_S".into(), "2".into()));
-    let mut a = start_roles(&env, "api,ingest,live");
-    let b = start_roles(&env, "api,ingest,live");
-    let dir = tempfile::tempdir().unwrap();
-    let src = live_source(dir.path(), "640x360", 60);
-    let s = create_stream(&b.base, "one node at a time").await;
-    let (id, key) = (s["id"].as_str().unwrap(), s["stream_key"].as_str().unwrap());
-    let mut first = publish_file(&rtmp_url(&a, key), &src);
-    wait_for(
-        &format!("{}/live/{id}/master.m3u8", b.base),
-        Duration::from_secs(20),
-    )
-    .await;
+    let Streaming {
+        keep: _keep,
+        mut a,
+        b,
+        src,
+        id,
+        key,
+        publisher: mut first,
+        master_b: _,
+    } = streaming("api,ingest,live", "2", 60, "one node at a time").await;
+    let (id, key) = (id.as_str(), key.as_str());
 
     // The same key on the other live node, while the first runs it: refused.
     assert!(
@@ -465,22 +486,17 @@ fn signal(server: &Server, sig: &str) {
 /// the other node.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_live_node_loses_its_stream_and_keeps_off_it_when_it_wakes() {
-    let bucket = s3::bucket();
-    let mut env = deployment(postgres::database(), &bucket);
-    env.push(("OXCAST_LIVE__RUNGS".into(), "[360]".into()));
-    env.push(("OXCAST_LIVE__GRACE_S".into(), "2".into()));
-    let a = start_roles(&env, "api,ingest,live");
-    let b = start_roles(&env, "api,ingest,live");
-    let dir = tempfile::tempdir().unwrap();
-    let src = live_source(dir.path(), "640x360", 60);
-    let s = create_stream(&b.base, "frozen").await;
-    let (id, key) = (s["id"].as_str().unwrap(), s["stream_key"].as_str().unwrap());
-    let mut first = publish_file(&rtmp_url(&a, key), &src);
-    wait_for(
-        &format!("{}/live/{id}/master.m3u8", b.base),
-        Duration::from_secs(20),
-    )
-    .await;
+    let Streaming {
+        keep: _keep,
+        a,
+        b,
+        src,
+        id,
+        key,
+        publisher: mut first,
+        master_b: _,
+    } = streaming("api,ingest,live", "2", 60, "frozen").await;
+    let (id, key) = (id.as_str(), key.as_str());
     let old = stream_info(&a.base, id).await["current_session"]["id"]
         .as_str()
         .unwrap()

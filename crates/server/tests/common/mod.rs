@@ -1012,3 +1012,20 @@ pub fn start_roles(shared: &[(String, String)], roles: &str) -> Server {
     env.push(("OXCAST_ROLES", roles));
     Server::start(&env)
 }
+
+/// GETs `url` until it answers 200 (its body), failing after `timeout`.
+pub async fn wait_for(url: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = http().get(url).send().await.unwrap();
+        if r.status() == 200 {
+            return r.text().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} not served within {timeout:?}: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

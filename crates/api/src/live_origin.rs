@@ -45,9 +45,6 @@ pub async fn watching(
     Path(stream_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(live) = state.live.as_ref() else {
-        return live_error(LiveError::NotLive);
-    };
     let Ok(stream) = stream_id.parse::<StreamId>() else {
         return live_error(LiveError::NotFound("stream".into()));
     };
@@ -60,7 +57,14 @@ pub async fn watching(
             )))
         }
     };
-    match live.viewer_beat(stream, &w.session, w.leaving) {
+    // Counted where the stream is encoded, or here and reported to it.
+    let beat = match (state.live.as_ref(), state.live_serve.replica.as_ref()) {
+        (Some(m), _) if m.runs(stream) => m.viewer_beat(stream, &w.session, w.leaving),
+        (_, Some(r)) => r.viewer_beat(stream, &w.session, w.leaving).await,
+        (Some(m), None) => m.viewer_beat(stream, &w.session, w.leaving),
+        (None, None) => Err(LiveError::NotLive),
+    };
+    match beat {
         Ok(()) => {
             let mut r = StatusCode::NO_CONTENT.into_response();
             r.headers_mut()

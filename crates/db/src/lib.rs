@@ -20,6 +20,7 @@ mod nodes;
 mod s3_uploads;
 mod uploads;
 mod videos;
+mod viewer_counts;
 
 #[cfg(test)]
 mod concurrency_tests;

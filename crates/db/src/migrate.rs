@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_chunked_jobs.sql")),
     (6, include_str!("../migrations/0006_nodes.sql")),
     (7, include_str!("../migrations/0007_live_leases.sql")),
+    (8, include_str!("../migrations/0008_live_viewer_counts.sql")),
 ];
 
 /// Any fixed number: the advisory lock that serialises migrators on PostgreSQL.

@@ -21,7 +21,7 @@ const STREAM_CHECK_TICKS: u64 = 3;
 /// The charts' span.
 const HISTORY_MS: i64 = 30 * 60 * 1000;
 /// Viewers counted per stream at most: memory stays bounded whatever clients send.
-const MAX_VIEWERS: usize = 100_000;
+pub(crate) const MAX_VIEWERS: usize = 100_000;
 
 /// Who is publishing, as the ingest and the probe saw them.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,6 +231,7 @@ impl LiveManager {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
         let mut ticks = 0u64;
+        let mut remote = 0u64;
         loop {
             tokio::select! {
                 _ = every.tick() => {}
@@ -240,6 +241,12 @@ impl LiveManager {
             // A deletion or key reset made through another API node (see `stop`).
             if ticks.is_multiple_of(STREAM_CHECK_TICKS) {
                 self.check_stream(stream).await;
+                // Viewers whose heartbeats other API nodes took (a database outage keeps the
+                // last figure).
+                let since = self.clock.now_ms() - WINDOW_MS;
+                if let Ok(n) = self.db.remote_viewers(stream, since).await {
+                    remote = n;
+                }
             }
             let (reading, publishing, ended) = {
                 let st = session.state.lock().expect("state");
@@ -256,7 +263,7 @@ impl LiveManager {
             let now = self.clock.now_ms();
             let (viewers, total) = {
                 let mut board = self.viewers.lock().expect("viewers");
-                (board.count(stream, now), board.total(now))
+                (board.count(stream, now) + remote, board.total(now) + remote)
             };
             metrics::gauge!("oxcast_live_viewers").set(total as f64);
             let reading = if publishing {

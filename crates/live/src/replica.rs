@@ -23,7 +23,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use oxcast_base::clock::SharedClock;
+use oxcast_live_core::viewers::{ViewerCounter, ViewerError, WINDOW_MS};
+
 use crate::growing::Growing;
+use crate::monitor::MAX_VIEWERS;
 use crate::publish::{self, MediaDoc, Signal, TOPIC};
 use crate::rendered::Snapshot;
 use crate::{LiveError, LiveObject};
@@ -71,7 +75,15 @@ pub struct Replica {
     sessions: Mutex<HashMap<SessionId, Arc<Remote>>>,
     objects: moka::future::Cache<Key, Bytes>,
     fetch: mpsc::UnboundedSender<Rendition>,
+    clock: SharedClock,
+    /// This process, as it reports viewer counts (`{node_id}:{pid}`).
+    node: String,
+    /// Viewers of streams encoded elsewhere whose heartbeats come here.
+    viewers: Mutex<HashMap<StreamId, ViewerCounter>>,
 }
+
+/// How often this node reports its viewer counts.
+const REPORT: Duration = Duration::from_secs(5);
 
 impl Replica {
     /// Starts the replica's task; it ends when `shutdown` is cancelled.
@@ -79,6 +91,8 @@ impl Replica {
         db: Db,
         store: Store,
         config: &oxcast_base::config::LiveConfig,
+        clock: SharedClock,
+        node: String,
         shutdown: CancellationToken,
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
         let (fetch, rx) = mpsc::unbounded_channel();
@@ -96,6 +110,9 @@ impl Replica {
             sessions: Mutex::default(),
             objects,
             fetch,
+            clock,
+            node,
+            viewers: Mutex::default(),
         });
         let task = tokio::spawn(replica.clone().run(rx, shutdown));
         (replica, task)
@@ -186,6 +203,51 @@ impl Replica {
             Doc::Present(s) => Some((s.publishing, s.playlist.ended)),
             _ => None,
         })
+    }
+
+    /// A heartbeat from viewer `id` of `stream`, encoded on another node: counted here and
+    /// reported to it through the database.
+    pub async fn viewer_beat(
+        &self,
+        stream: StreamId,
+        id: &str,
+        leaving: bool,
+    ) -> Result<(), LiveError> {
+        self.current(stream).await?;
+        let now = self.clock.now_ms();
+        let mut viewers = self.viewers.lock().expect("viewers");
+        let counter = viewers
+            .entry(stream)
+            .or_insert_with(|| ViewerCounter::new(WINDOW_MS, MAX_VIEWERS));
+        if leaving {
+            counter.leave(id);
+            return Ok(());
+        }
+        counter.beat(id, now).map_err(|e| match e {
+            ViewerError::BadId => LiveError::BadRequest(e.to_string()),
+            ViewerError::Full => LiveError::Busy(e.to_string()),
+        })
+    }
+
+    /// Writes this node's counts; a stream whose count reached 0 is reported once more and
+    /// then forgotten.
+    async fn report_viewers(&self) {
+        let now = self.clock.now_ms();
+        let counts: Vec<(StreamId, u64)> = {
+            let mut viewers = self.viewers.lock().expect("viewers");
+            let counts = viewers
+                .iter_mut()
+                .map(|(s, c)| (*s, c.count(now)))
+                .collect::<Vec<_>>();
+            viewers.retain(|_, c| c.count(now) > 0);
+            counts
+        };
+        if counts.is_empty() {
+            return;
+        }
+        if let Err(e) = self.db.report_viewers(&self.node, &counts, now).await {
+            tracing::warn!(error = %e, "reporting viewer counts failed");
+        }
     }
 
     /// How long a waiter goes without a signal before it asks for a fetch itself.
@@ -338,6 +400,7 @@ impl Replica {
         let mut again: HashSet<Rendition> = HashSet::new();
         let mut fetches = FuturesUnordered::new();
         let mut sweep = tokio::time::interval(Duration::from_secs(10));
+        let mut report = tokio::time::interval(REPORT);
         loop {
             let wanted: Vec<Rendition> = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -367,6 +430,10 @@ impl Replica {
                 }
                 _ = sweep.tick() => {
                     self.forget_idle();
+                    vec![]
+                }
+                _ = report.tick() => {
+                    self.report_viewers().await;
                     vec![]
                 }
             };

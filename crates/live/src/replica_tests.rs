@@ -48,7 +48,15 @@ async fn setup() -> Setup {
         ..Default::default()
     };
     let stop = CancellationToken::new();
-    let (replica, _task) = Replica::start(db.clone(), store.clone(), &config, stop.clone());
+    let clock: oxcast_base::clock::SharedClock = Arc::new(oxcast_base::clock::SystemClock);
+    let (replica, _task) = Replica::start(
+        db.clone(),
+        store.clone(),
+        &config,
+        clock,
+        "test:1".into(),
+        stop.clone(),
+    );
     Setup {
         _dir: dir,
         db,

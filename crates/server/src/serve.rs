@@ -176,8 +176,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     // Streams encoded elsewhere, for the live origin of an API node.
     let replica = if roles.has(Role::Api) {
-        let (replica, task) =
-            oxcast_live::Replica::start(db.clone(), store.clone(), &config.live, shutdown.clone());
+        let (replica, task) = oxcast_live::Replica::start(
+            db.clone(),
+            store.clone(),
+            &config.live,
+            clock.clone(),
+            format!("{node_id}:{}", std::process::id()),
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             let _ = task.await;
         });

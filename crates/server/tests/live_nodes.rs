@@ -216,6 +216,48 @@ async fn an_api_node_serves_a_stream_encoded_on_another() {
         assert_eq!(status(url.clone()).await, want, "{url}");
     }
 
+    // Viewers' heartbeats to either node count where the stream is encoded: two on B, one on A.
+    for (node, viewer) in [
+        (&b, "viewer-b-one"),
+        (&b, "viewer-b-two"),
+        (&a, "viewer-a-one"),
+    ] {
+        let r = http()
+            .post(format!("{}/live/{id}/watching", node.base))
+            .body(format!("{{\"session\": \"{viewer}\"}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{viewer}");
+    }
+    let unknown = http()
+        .post(format!("{}/live/{}/watching", b.base, "0".repeat(32)))
+        .body("{\"session\": \"viewer-b-one\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404, "a stream that is not live");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let h = json(
+            http()
+                .get(format!("{}/api/v1/live-streams/{id}/health", a.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if h["current"]["viewers"] == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A counts {}: {h}",
+            h["current"]["viewers"]
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     // B reports the stream live from the database; health only comes from A.
     let info = stream_info(&b.base, id).await;
     assert_eq!(info["status"], "live", "{info}");

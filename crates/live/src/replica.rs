@@ -245,8 +245,12 @@ impl Replica {
         if counts.is_empty() {
             return;
         }
-        if let Err(e) = self.db.report_viewers(&self.node, &counts, now).await {
-            tracing::warn!(error = %e, "reporting viewer counts failed");
+        // Bounded: this runs on the task that wakes blocking reloads.
+        let report = self.db.report_viewers(&self.node, &counts, now);
+        match tokio::time::timeout(Duration::from_secs(1), report).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "reporting viewer counts failed"),
+            Err(_) => tracing::warn!("reporting viewer counts timed out"),
         }
     }
 

@@ -43,3 +43,17 @@ oxcast_bin() { # prefix -> sets BIN: $OXCAST_BIN as is, else (re)builds target/r
     fi
     [[ -x $BIN ]] || fail "${p}oxcast binary not found / build failed: no $BIN"
 }
+
+forget() { # pid: waited for, so the caller's cleanup must not signal it (the number may be reused)
+    local i
+    for i in "${!PIDS[@]}"; do [[ ${PIDS[i]} == "$1" ]] && PIDS[i]=""; done
+    return 0
+}
+
+past() { awk -v n="$(now)" -v d="$1" 'BEGIN{exit !(n>d)}'; } # epoch seconds: is it later?
+
+fail() { # message: printed, and the script exits 1 (its EXIT trap cleans up)
+    echo >&2
+    echo "ERROR: $*" >&2
+    exit 1
+}

@@ -150,17 +150,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-forget() { # pid: waited for, so cleanup must not signal it (the number may be reused)
-    local i
-    for i in "${!PIDS[@]}"; do [[ ${PIDS[i]} == "$1" ]] && PIDS[i]=""; done
-    return 0
-}
-past() { awk -v n="$(now)" -v d="$1" 'BEGIN{exit !(n>d)}'; }
-fail() {
-    echo >&2
-    echo "ERROR: $*" >&2
-    exit 1
-}
 json_field() { # field; stdin: JSON object. Prints the (dotted) field, "" if absent.
     python3 -c '
 import json, sys

@@ -170,7 +170,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-past() { awk -v n="$(now)" -v d="$1" 'BEGIN{exit !(n>d)}'; }
 put() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; } # test server field value
 get() { awk -F'\t' -v t="$1" -v s="$2" -v f="$3" '$1==t && $2==s && $3==f { v=$4 } END { print v }' "$RESULTS"; }
 problem() { PROBLEMS+=("$*"); echo "    PROBLEM: $*"; }

@@ -54,6 +54,15 @@ impl ViewerCounter {
         Ok(())
     }
 
+    /// A heartbeat from the viewer page; `leaving` (the page is closing) forgets it at once.
+    pub fn heartbeat(&mut self, id: &str, leaving: bool, now_ms: i64) -> Result<(), ViewerError> {
+        if leaving {
+            self.leave(id);
+            return Ok(());
+        }
+        self.beat(id, now_ms)
+    }
+
     /// Viewer `id` closed the page.
     pub fn leave(&mut self, id: &str) {
         self.last_seen.remove(id);

@@ -13,7 +13,7 @@ use oxcast_ingest::Container;
 
 use crate::health::{Alert, AlertRules, EncoderReading, HealthMonitor, Sample};
 use crate::session::{LiveError, LiveManager, Session};
-use crate::viewers::{ViewerCounter, ViewerError, WINDOW_MS};
+use crate::viewers::{ViewerCounter, WINDOW_MS};
 
 /// Every this many monitor ticks (seconds), the stream's row is checked.
 const STREAM_CHECK_TICKS: u64 = 3;
@@ -194,14 +194,7 @@ impl LiveManager {
             .streams
             .entry(stream)
             .or_insert_with(|| ViewerCounter::new(WINDOW_MS, MAX_VIEWERS));
-        if leaving {
-            counter.leave(id);
-            return Ok(());
-        }
-        counter.beat(id, now).map_err(|e| match e {
-            ViewerError::BadId => LiveError::BadRequest(e.to_string()),
-            ViewerError::Full => LiveError::Busy(e.to_string()),
-        })
+        counter.heartbeat(id, leaving, now).map_err(LiveError::from)
     }
 
     /// Sessions not ended, and the viewers of all of them: this process's live load.

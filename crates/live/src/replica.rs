@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use oxcast_base::clock::SharedClock;
-use oxcast_live_core::viewers::{ViewerCounter, ViewerError, WINDOW_MS};
+use oxcast_live_core::viewers::{ViewerCounter, WINDOW_MS};
 
 use crate::growing::Growing;
 use crate::monitor::MAX_VIEWERS;
@@ -219,14 +219,7 @@ impl Replica {
         let counter = viewers
             .entry(stream)
             .or_insert_with(|| ViewerCounter::new(WINDOW_MS, MAX_VIEWERS));
-        if leaving {
-            counter.leave(id);
-            return Ok(());
-        }
-        counter.beat(id, now).map_err(|e| match e {
-            ViewerError::BadId => LiveError::BadRequest(e.to_string()),
-            ViewerError::Full => LiveError::Busy(e.to_string()),
-        })
+        counter.heartbeat(id, leaving, now).map_err(LiveError::from)
     }
 
     /// Writes this node's counts; a stream whose count reached 0 is reported once more and

@@ -56,6 +56,16 @@ pub enum LiveError {
     Unavailable(String),
 }
 
+impl From<oxcast_live_core::viewers::ViewerError> for LiveError {
+    fn from(e: oxcast_live_core::viewers::ViewerError) -> Self {
+        use oxcast_live_core::viewers::ViewerError;
+        match e {
+            ViewerError::BadId => LiveError::BadRequest(e.to_string()),
+            ViewerError::Full => LiveError::Busy(e.to_string()),
+        }
+    }
+}
+
 /// What the API shows about a stream's current (or last) session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveStatus {

@@ -29,11 +29,12 @@ impl Db {
     ) -> Result<std::result::Result<StreamLease, String>> {
         let expires_at = now + ttl_ms;
         let epoch: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO live_leases (stream_id, holder, epoch, expires_at) VALUES ($1, $2, 1, $3) \
+            "INSERT INTO live_leases (stream_id, holder, epoch, expires_at, renewed_at) \
+             VALUES ($1, $2, 1, $3, $4) \
              ON CONFLICT (stream_id) DO UPDATE SET \
                epoch = CASE WHEN live_leases.holder = $2 THEN live_leases.epoch \
                             ELSE live_leases.epoch + 1 END, \
-               holder = $2, expires_at = $3 \
+               holder = $2, expires_at = $3, renewed_at = $4 \
              WHERE live_leases.holder = $2 OR live_leases.expires_at <= $4 \
              RETURNING epoch",
         )
@@ -64,16 +65,56 @@ impl Db {
         now: Millis,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE live_leases SET expires_at = $4 \
+            "UPDATE live_leases SET expires_at = $4, renewed_at = $5 \
              WHERE stream_id = $1 AND holder = $2 AND epoch = $3",
         )
         .bind(stream.to_string())
         .bind(holder)
         .bind(epoch)
         .bind(now + ttl_ms)
+        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Takes `stream`'s lease over from `from`, an encoder the ingest lost, before it expires:
+    /// at once when `from` is `gone` (its connection was closed by its end: the process is
+    /// dead), otherwise only once `from` has not renewed for `fence_ms` (a holder that cannot
+    /// renew stops writing well within that time). Also takes a free or expired lease.
+    /// `Ok(Err(holder))`: not yet, or held by someone else.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn take_over_stream_lease(
+        &self,
+        stream: StreamId,
+        holder: &str,
+        from: &str,
+        gone: bool,
+        fence_ms: Millis,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<std::result::Result<StreamLease, String>> {
+        let expires_at = now + ttl_ms;
+        let epoch: Option<i64> = sqlx::query_scalar(
+            "UPDATE live_leases SET holder = $2, epoch = epoch + 1, expires_at = $3, renewed_at = $4 \
+             WHERE stream_id = $1 AND holder <> $2 \
+               AND ((holder = $5 AND ($6 = 1 OR renewed_at <= $4 - $7)) OR expires_at <= $4) \
+             RETURNING epoch",
+        )
+        .bind(stream.to_string())
+        .bind(holder)
+        .bind(expires_at)
+        .bind(now)
+        .bind(from)
+        .bind(i64::from(gone))
+        .bind(fence_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        match epoch {
+            Some(epoch) => Ok(Ok(StreamLease { epoch, expires_at })),
+            // Free, expired, never taken, or already ours.
+            None => self.take_stream_lease(stream, holder, ttl_ms, now).await,
+        }
     }
 
     /// Gives the lease back (if still held at `epoch`), so another node may take it at once.
@@ -157,6 +198,54 @@ mod tests {
             assert_eq!(a2.epoch, 3, "epochs only grow");
             // Deleting the stream drops its lease.
             assert!(db.delete_live_stream(s.id).await.unwrap());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_holder_is_taken_over_at_once_when_gone_else_after_the_fence() {
+        each_backend(|db| async move {
+            let s = db.create_live_stream("show", "k", 1).await.unwrap();
+            let a = db.take_stream_lease(s.id, "a", 10_000, 0).await.unwrap().unwrap();
+            assert!(db.renew_stream_lease(s.id, "a", a.epoch, 10_000, 1_000).await.unwrap());
+            // Silent but maybe alive: not before it has missed renewing for the fence.
+            assert_eq!(
+                db.take_over_stream_lease(s.id, "b", "a", false, 2_500, 10_000, 3_499)
+                    .await
+                    .unwrap(),
+                Err("a".into())
+            );
+            // Only the holder the ingest lost can be taken over.
+            assert_eq!(
+                db.take_over_stream_lease(s.id, "b", "x", true, 2_500, 10_000, 3_499)
+                    .await
+                    .unwrap(),
+                Err("a".into())
+            );
+            let b = db
+                .take_over_stream_lease(s.id, "b", "a", false, 2_500, 10_000, 3_500)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(b.epoch, a.epoch + 1);
+            assert!(
+                !db.renew_stream_lease(s.id, "a", a.epoch, 10_000, 3_600).await.unwrap(),
+                "the old holder finds it lost"
+            );
+            // A holder whose connection closed is dead: no wait.
+            let c = db
+                .take_over_stream_lease(s.id, "c", "b", true, 2_500, 10_000, 3_600)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(c.epoch, b.epoch + 1);
+            // Taking over what one holds already keeps it.
+            let again = db
+                .take_over_stream_lease(s.id, "c", "b", true, 2_500, 10_000, 3_700)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(again.epoch, c.epoch);
         })
         .await;
     }

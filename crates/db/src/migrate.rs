@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_nodes.sql")),
     (7, include_str!("../migrations/0007_live_leases.sql")),
     (8, include_str!("../migrations/0008_live_viewer_counts.sql")),
+    (9, include_str!("../migrations/0009_live_relay.sql")),
 ];
 
 /// Any fixed number: the advisory lock that serialises migrators on PostgreSQL.

@@ -24,6 +24,8 @@ pub struct NodeBeat {
     pub live_viewers: u64,
     /// The machine's 1-minute load average.
     pub load1: f64,
+    /// Where this live encoder takes relayed publishers (`host:port`); empty when it does not.
+    pub relay_addr: String,
 }
 
 /// A process as the admin page lists it.
@@ -43,9 +45,10 @@ impl Db {
     pub async fn node_beat(&self, b: &NodeBeat, now: Millis) -> Result<()> {
         sqlx::query(
             "INSERT INTO nodes (id, roles, host, pid, version, started_at, last_seen, job_slots, \
-             live_sessions, live_viewers, load1) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             live_sessions, live_viewers, load1, relay_addr) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (id) DO UPDATE SET roles = $2, host = $3, version = $5, last_seen = $7, \
-             job_slots = $8, live_sessions = $9, live_viewers = $10, load1 = $11",
+             job_slots = $8, live_sessions = $9, live_viewers = $10, load1 = $11, relay_addr = $12",
         )
         .bind(&b.id)
         .bind(&b.roles)
@@ -58,6 +61,7 @@ impl Db {
         .bind(i64::from(b.live_sessions))
         .bind(b.live_viewers as i64)
         .bind(b.load1)
+        .bind(&b.relay_addr)
         .execute(&self.pool)
         .await?;
         sqlx::query("DELETE FROM nodes WHERE last_seen < $1")
@@ -80,7 +84,7 @@ impl Db {
     pub async fn nodes(&self) -> Result<Vec<Node>> {
         let rows = sqlx::query(
             "SELECT id, roles, host, pid, version, started_at, last_seen, job_slots, \
-             live_sessions, live_viewers, load1 FROM nodes ORDER BY last_seen DESC, id",
+             live_sessions, live_viewers, load1, relay_addr FROM nodes ORDER BY last_seen DESC, id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -103,6 +107,39 @@ impl Db {
     }
 }
 
+/// A live encoder that takes relayed publishers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveEncoder {
+    /// `{node_id}:{pid}`, as it holds stream leases.
+    pub id: String,
+    pub relay_addr: String,
+    pub live_sessions: u32,
+}
+
+impl Db {
+    /// Encoders heard from since `now - fresh_ms`, the least loaded first (ties: the most
+    /// recently seen).
+    pub async fn live_encoders(&self, now: Millis, fresh_ms: Millis) -> Result<Vec<LiveEncoder>> {
+        let rows = sqlx::query(
+            "SELECT id, relay_addr, live_sessions FROM nodes \
+             WHERE relay_addr <> '' AND last_seen >= $1 \
+             ORDER BY live_sessions, load1, last_seen DESC, id",
+        )
+        .bind(now - fresh_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LiveEncoder {
+                    id: r.try_get("id")?,
+                    relay_addr: r.try_get("relay_addr")?,
+                    live_sessions: r.try_get::<i64, _>("live_sessions")?.clamp(0, 1 << 20) as u32,
+                })
+            })
+            .collect()
+    }
+}
+
 fn beat(r: &AnyRow) -> Result<NodeBeat> {
     let int = |c: &str| -> Result<i64> { Ok(r.try_get::<i64, _>(c)?) };
     Ok(NodeBeat {
@@ -116,6 +153,7 @@ fn beat(r: &AnyRow) -> Result<NodeBeat> {
         live_sessions: int("live_sessions")?.clamp(0, i64::from(u32::MAX)) as u32,
         live_viewers: int("live_viewers")?.max(0) as u64,
         load1: r.try_get("load1")?,
+        relay_addr: r.try_get("relay_addr")?,
     })
 }
 
@@ -136,6 +174,7 @@ mod tests {
             live_sessions: 0,
             live_viewers: 0,
             load1: 0.5,
+            relay_addr: String::new(),
         }
     }
 
@@ -173,6 +212,28 @@ mod tests {
                 .map(|n| n.beat.id)
                 .collect();
             assert_eq!(ids, ["cccc:3"]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn encoders_are_the_fresh_relay_nodes_least_loaded_first() {
+        testing::each_backend(|db| async move {
+            let enc = |id: &str, addr: &str, sessions: u32| {
+                let mut b = beat(id, "live");
+                b.relay_addr = addr.into();
+                b.live_sessions = sessions;
+                b
+            };
+            db.node_beat(&enc("a:1", "10.0.0.1:1", 3), 10_000).await.unwrap();
+            db.node_beat(&enc("b:2", "10.0.0.2:1", 1), 10_000).await.unwrap();
+            db.node_beat(&enc("c:3", "10.0.0.3:1", 0), 4_000).await.unwrap();
+            db.node_beat(&beat("d:4", "api"), 10_000).await.unwrap();
+            let list = db.live_encoders(11_000, 5_000).await.unwrap();
+            let ids: Vec<&str> = list.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(ids, ["b:2", "a:1"], "c is stale, d is no encoder");
+            assert_eq!(list[0].relay_addr, "10.0.0.2:1");
+            assert_eq!(list[0].live_sessions, 1);
         })
         .await;
     }

@@ -167,6 +167,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 live_sessions: 0,
                 live_viewers: 0,
                 load1: 0.0,
+                relay_addr: String::new(),
             },
             live: live.clone(),
             every: std::time::Duration::from_secs(5),

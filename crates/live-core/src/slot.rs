@@ -62,6 +62,13 @@ pub enum Event<'a> {
     Delete { now: Millis },
     /// A session asked for with [`Action::Finish`] is finished.
     Finished { session: SessionId },
+    /// This node takes over `session`, which another encoder was running when it was lost:
+    /// the session waits for its publisher (the relay, which connects next) as in a grace
+    /// period. Refused (no actions, nothing changes) unless the slot is idle.
+    Adopt { session: SessionId, now: Millis },
+    /// This node lost the stream's lease to another node, which continues the session: the
+    /// publisher is disconnected and the session is dropped here without being finished.
+    Lost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +92,8 @@ pub enum Action {
     Finish { session: SessionId },
     /// The stream is gone and its slot can be dropped.
     Forget,
+    /// Drop the session without finishing it: another node continues it.
+    Abandon { session: SessionId },
 }
 
 /// A refused publisher, kept for the stream's status until one goes live.
@@ -213,6 +222,15 @@ impl Slot {
                 _ => vec![],
             },
             Event::Delete { now } => self.delete(now),
+            Event::Adopt { session, now } => match self.phase {
+                Phase::Idle if self.deleted.is_none() => {
+                    let until = now + self.timing.grace_ms.max(0);
+                    self.phase = Phase::Grace { session, until };
+                    vec![Action::WakeAt(until)]
+                }
+                _ => vec![],
+            },
+            Event::Lost => self.lost(),
             Event::Finished { session } => match self.phase {
                 Phase::Ending { session: s } if s == session => {
                     self.phase = Phase::Idle;
@@ -293,6 +311,26 @@ impl Slot {
             }
             _ => vec![],
         }
+    }
+
+    fn lost(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if let Phase::Connected { generation, .. } = self.phase {
+            actions.push(Action::Disconnect { generation });
+        }
+        match self.phase {
+            Phase::Connected {
+                session: Some(session),
+                ..
+            }
+            | Phase::Grace { session, .. } => actions.push(Action::Abandon { session }),
+            // A session being finished here stays finished here.
+            Phase::Ending { .. } => return vec![],
+            _ => {}
+        }
+        self.phase = Phase::Idle;
+        actions.extend(self.idle_actions());
+        actions
     }
 
     fn delete(&mut self, now: Millis) -> Vec<Action> {

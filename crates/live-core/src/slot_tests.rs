@@ -305,6 +305,105 @@ fn a_publisher_during_ending_gets_a_new_session() {
     assert!(slot.has_publisher());
 }
 
+#[test]
+fn an_adopted_session_waits_for_its_relay_and_resumes() {
+    let mut slot = Slot::new(T);
+    assert_eq!(
+        slot.handle(Event::Adopt {
+            session: sid(7),
+            now: 500
+        }),
+        vec![Action::WakeAt(10_500)]
+    );
+    assert_eq!(slot.session(), Some(sid(7)));
+    assert_eq!(
+        slot.handle(Event::Connect { key: "k", now: 600 }),
+        vec![Action::Probe {
+            generation: 1,
+            resume: Some(sid(7))
+        }]
+    );
+    assert_eq!(
+        slot.handle(Event::Probed { generation: 1 }),
+        vec![Action::Encode {
+            generation: 1,
+            session: sid(7)
+        }]
+    );
+}
+
+#[test]
+fn an_adopted_session_whose_relay_never_comes_is_finished_after_grace() {
+    let mut slot = Slot::new(T);
+    slot.handle(Event::Adopt {
+        session: sid(7),
+        now: 0,
+    });
+    assert_eq!(slot.handle(Event::Tick { now: 9_999 }), vec![]);
+    assert_eq!(
+        slot.handle(Event::Tick { now: 10_000 }),
+        vec![Action::Finish { session: sid(7) }]
+    );
+}
+
+#[test]
+fn adopting_is_refused_unless_idle() {
+    for mut slot in [live(), grace()] {
+        let before = slot.clone();
+        assert_eq!(
+            slot.handle(Event::Adopt {
+                session: sid(9),
+                now: 2000
+            }),
+            vec![]
+        );
+        assert_eq!(slot, before);
+    }
+    let mut deleted = Slot::new(T);
+    deleted.handle(Event::Delete { now: 0 });
+    assert_eq!(
+        deleted.handle(Event::Adopt {
+            session: sid(9),
+            now: 1
+        }),
+        vec![]
+    );
+}
+
+#[test]
+fn a_lost_lease_disconnects_and_abandons_without_finishing() {
+    let mut slot = live();
+    assert_eq!(
+        slot.handle(Event::Lost),
+        vec![
+            Action::Disconnect { generation: 1 },
+            Action::Abandon { session: sid(1) }
+        ]
+    );
+    assert_eq!(slot.phase(), &Phase::Idle);
+    // The disconnected publisher's end arrives afterwards and changes nothing.
+    assert_eq!(
+        slot.handle(Event::Gone {
+            generation: 1,
+            now: 2000
+        }),
+        vec![]
+    );
+    let mut waiting = grace();
+    assert_eq!(
+        waiting.handle(Event::Lost),
+        vec![Action::Abandon { session: sid(1) }]
+    );
+    assert_eq!(waiting.handle(Event::Tick { now: 50_000 }), vec![]);
+    // A publisher still being probed has no session to abandon.
+    let mut probing = Slot::new(T);
+    probing.handle(Event::Connect { key: "k", now: 0 });
+    assert_eq!(
+        probing.handle(Event::Lost),
+        vec![Action::Disconnect { generation: 1 }]
+    );
+}
+
 /// Any event in any order: no panic, and the driver is never told to do two contradictory
 /// things.
 #[derive(Debug, Clone)]
@@ -318,6 +417,8 @@ enum E {
     KeySeen(bool),
     Delete,
     Finished(u8),
+    Adopt,
+    Lost,
 }
 
 fn event() -> impl Strategy<Value = (E, u16)> {
@@ -331,6 +432,8 @@ fn event() -> impl Strategy<Value = (E, u16)> {
         any::<bool>().prop_map(E::KeySeen),
         Just(E::Delete),
         (0u8..8).prop_map(E::Finished),
+        Just(E::Adopt),
+        Just(E::Lost),
     ];
     (e, 0u16..8000)
 }
@@ -342,6 +445,7 @@ proptest! {
         let mut now: Millis = 0;
         let mut encoding: HashMap<u64, SessionId> = HashMap::new();
         let mut finished: HashSet<SessionId> = HashSet::new();
+        let mut abandoned: HashSet<SessionId> = HashSet::new();
         let mut forgotten = false;
         // Sessions are unique, as the database makes them.
         let mut issued: Vec<SessionId> = Vec::new();
@@ -363,6 +467,11 @@ proptest! {
                     Some(s) => Event::Finished { session: *s },
                     None => Event::Tick { now },
                 },
+                E::Adopt => {
+                    issued.push(sid(issued.len() as u128 + 1));
+                    Event::Adopt { session: *issued.last().unwrap(), now }
+                }
+                E::Lost => Event::Lost,
             };
             let actions = slot.handle(ev);
             for a in &actions {
@@ -370,11 +479,18 @@ proptest! {
                     Action::Encode { generation, session } => {
                         // One session per generation, and never one already finished.
                         prop_assert!(!finished.contains(session), "{a:?} after its Finish");
+                        prop_assert!(!abandoned.contains(session), "{a:?} after it was abandoned");
                         let prev = encoding.insert(*generation, *session);
                         prop_assert!(prev.is_none_or(|p| p == *session));
                     }
                     Action::Finish { session } => {
                         prop_assert!(finished.insert(*session), "{session:?} finished twice");
+                        prop_assert!(!abandoned.contains(session), "{session:?} finished after it was abandoned");
+                    }
+                    Action::Abandon { session } => {
+                        prop_assert!(!finished.contains(session), "{session:?} abandoned after its Finish");
+                        prop_assert!(abandoned.insert(*session), "{session:?} abandoned twice");
+                        prop_assert_eq!(slot.phase(), &Phase::Idle);
                     }
                     Action::Forget => {
                         prop_assert!(slot.deleted());

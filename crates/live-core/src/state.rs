@@ -222,6 +222,57 @@ impl SessionState {
     }
 }
 
+impl SessionState {
+    /// Continues a session that another encoder ran until it was lost, from the index of its
+    /// stored segments: each rendition carries on after its last one. Call after
+    /// [`SessionState::set_renditions`] (the same ladder: the same source) and before the next
+    /// [`SessionState::begin_epoch`], which then numbers its epoch after every stored one.
+    /// Segments of a rendition this ladder does not have are left out.
+    pub fn continue_from(&mut self, stored: Vec<(String, Segment)>) {
+        let mut walls: Vec<Option<i64>> = Vec::new();
+        for (name, seg) in stored {
+            let e = seg.epoch as usize;
+            if walls.len() <= e {
+                walls.resize(e + 1, None);
+            }
+            // A segment's program date time is its epoch's start plus its media time, and each
+            // epoch's media time starts near zero.
+            let w = &mut walls[e];
+            *w = Some(w.map_or(seg.pdt_ms, |w: i64| w.min(seg.pdt_ms)));
+            if let Some(r) = self.rendition(&name) {
+                r.segments.push(seg);
+            }
+        }
+        for r in &mut self.renditions {
+            r.segments.sort_by_key(|s| s.number);
+            r.segments.dedup_by_key(|s| s.number);
+            if let Some(last) = r.segments.last() {
+                r.next_number = last.number + 1;
+                r.epoch = last.epoch;
+            }
+        }
+        self.ensure_epochs(walls.len() as u32);
+        for (e, w) in walls.into_iter().enumerate() {
+            if let Some(w) = w {
+                self.epochs[e].wall_start_ms = w;
+            }
+        }
+    }
+
+    /// Makes sure epochs `0..n` exist (an epoch whose start is unknown gets the one before).
+    pub fn ensure_epochs(&mut self, n: u32) {
+        while self.epochs.len() < n as usize {
+            let wall = self
+                .epochs
+                .last()
+                .map_or(self.started_at_ms, |e| e.wall_start_ms);
+            self.epochs.push(Epoch {
+                wall_start_ms: wall,
+            });
+        }
+    }
+}
+
 /// A rendition rebuilt from stored objects after the process that ran its session died.
 #[derive(Debug)]
 pub struct RestoredRendition {
@@ -304,6 +355,7 @@ mod tests {
     use super::rendition::tests::{frag, rung_360p, video, whole_part};
     use super::*;
     use oxcast_base::{SessionId, StreamId, VideoId};
+    use oxcast_media::mp4::Fragment;
 
     fn session() -> SessionState {
         let mut st = SessionState::new(
@@ -363,6 +415,100 @@ mod tests {
         let p = st.playlist("360p").unwrap();
         assert!(p.has_part(3, Some(3)));
         assert!(!p.has_part(4, Some(0)));
+    }
+
+    #[test]
+    fn a_session_taken_over_continues_after_the_lost_encoders_last_segment() {
+        // Encoder A: two segments stored and indexed, two parts of the third listed.
+        let mut a = session();
+        a.begin_epoch(1_000_000);
+        feed(&mut a, 0, 10);
+        let stored: Vec<(String, Segment)> = a.renditions[0]
+            .segments
+            .iter()
+            // The index keeps no parts.
+            .map(|s| {
+                (
+                    "360p".to_string(),
+                    Segment {
+                        parts: Vec::new(),
+                        ..s.clone()
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(stored.len(), 2);
+        let chunks: Vec<(Fragment, Bytes)> = (8..10)
+            .map(|i| (frag(i * 500, 500, false), Bytes::from_static(b"q")))
+            .collect();
+
+        // Encoder B takes the session over from the index and the open parts.
+        let mut b = session();
+        b.continue_from(stored);
+        assert_eq!(
+            b.epochs, a.epochs,
+            "the epoch's start comes from its first segment"
+        );
+        let r = b.rendition("360p").unwrap();
+        let done = r.complete_open(
+            0,
+            video().track.unwrap(),
+            Bytes::new(),
+            &chunks,
+            2.0,
+            0.525,
+            1_000_000,
+        );
+        assert_eq!(done.len(), 1);
+        let third = &done[0].segment;
+        assert_eq!((third.number, third.epoch, third.start_ticks), (3, 0, 4000));
+        assert_eq!(third.duration_s, 1.0);
+        assert!(!third.discontinuity);
+        assert_eq!(&done[0].data[..], b"qq");
+        assert_eq!(
+            b.begin_epoch(1_020_000),
+            1,
+            "numbered after the stored epochs"
+        );
+        feed(&mut b, 1, 4);
+        let pl = b.playlist("360p").unwrap().render(false);
+        assert!(
+            pl.contains("#EXTINF:2.00000,\nseg-2.m4s\n#EXT-X-PART:DURATION=0.50000,URI=\"part-3-0.m4s\"\n#EXT-X-PART:DURATION=0.50000,URI=\"part-3-1.m4s\"\n#EXTINF:1.00000,\nseg-3.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"\n"),
+            "{pl}"
+        );
+        assert!(pl.contains("seg-4.m4s\n"), "{pl}");
+        assert!(b.playlist("360p").unwrap().has_part(4, Some(3)));
+        let mpd = b.mpd("s/", "/time", 1_030_000).unwrap();
+        assert!(
+            mpd.contains("<Period id=\"p1\" start=\"PT20.000S\">"),
+            "{mpd}"
+        );
+    }
+
+    #[test]
+    fn continuing_from_nothing_changes_nothing_and_unknown_renditions_are_left_out() {
+        let mut st = session();
+        st.continue_from(Vec::new());
+        assert!(st.epochs.is_empty());
+        assert_eq!(st.begin_epoch(5), 0);
+        let mut st = session();
+        let seg = Segment {
+            number: 7,
+            epoch: 2,
+            start_ticks: 0,
+            ticks: 2000,
+            duration_s: 2.0,
+            parts: Vec::new(),
+            discontinuity: true,
+            pdt_ms: 1_050_000,
+            bytes: 10,
+        };
+        st.continue_from(vec![("1080p".into(), seg.clone()), ("360p".into(), seg)]);
+        assert_eq!(st.renditions.len(), 1);
+        assert_eq!(st.renditions[0].next_number, 8);
+        let walls: Vec<i64> = st.epochs.iter().map(|e| e.wall_start_ms).collect();
+        assert_eq!(walls, [1_000_000, 1_000_000, 1_050_000]);
+        assert_eq!(st.begin_epoch(1_060_000), 3);
     }
 
     #[test]

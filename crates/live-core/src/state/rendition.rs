@@ -273,6 +273,34 @@ impl RenditionState {
         out
     }
 
+    /// Completes the segment a lost encoder left open, from the chunks of its stored parts
+    /// (in order) and its epoch's init: the same cutting as when they were written, so the
+    /// parts come out as they were listed and the segment is what they add up to. The
+    /// returned segments are to be stored; the parts already are.
+    #[allow(clippy::too_many_arguments)]
+    pub fn complete_open(
+        &mut self,
+        epoch: u32,
+        track: TrackInfo,
+        init: Bytes,
+        chunks: &[(Fragment, Bytes)],
+        segment_s: f64,
+        part_target_s: f64,
+        wall_start_ms: i64,
+    ) -> Vec<Completed> {
+        self.begin_epoch(epoch);
+        self.set_init(epoch, track, init);
+        let mut done = Vec::new();
+        for (frag, data) in chunks {
+            done.extend(
+                self.add_chunk(frag, data, segment_s, part_target_s, wall_start_ms)
+                    .segments,
+            );
+        }
+        done.extend(self.close(wall_start_ms).segments);
+        done
+    }
+
     /// Keeps recent objects hot; parts of old segments fall out (they stay in the store).
     fn remember(&mut self, name: String, data: Bytes) {
         self.hot.insert(name.clone(), data);

@@ -330,7 +330,7 @@ fn crc32_mpeg2(data: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::flv::{self, TAG_AUDIO, TAG_SCRIPT};
     use proptest::prelude::*;
@@ -438,7 +438,7 @@ mod tests {
     // ---- MPEG-TS ----
 
     const PMT_PID: u16 = 0x1000;
-    const VIDEO: u16 = 0x100;
+    pub(crate) const VIDEO: u16 = 0x100;
     const AUDIO: u16 = 0x101;
 
     /// A long-form PSI section with a valid CRC.
@@ -499,16 +499,16 @@ mod tests {
         packet(pid, true, &payload)
     }
 
-    fn pat() -> Vec<u8> {
+    pub(crate) fn pat() -> Vec<u8> {
         psi(PAT_PID, 0, &pat_section(PMT_PID))
     }
 
-    fn pmt() -> Vec<u8> {
+    pub(crate) fn pmt() -> Vec<u8> {
         psi(PMT_PID, 0, &pmt_av())
     }
 
     /// A packet with an adaptation field (flags `af_flags`) and, if `pusi`, a PES header.
-    fn af_packet(pid: u16, pusi: bool, af_flags: u8) -> Vec<u8> {
+    pub(crate) fn af_packet(pid: u16, pusi: bool, af_flags: u8) -> Vec<u8> {
         let [hi, lo] = pid.to_be_bytes();
         let mut p = vec![TS_SYNC, (u8::from(pusi) << 6) | (hi & 0x1f), lo, 0x30];
         let payload: &[u8] = if pusi {

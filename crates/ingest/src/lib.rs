@@ -43,6 +43,7 @@ mod error;
 pub mod flv;
 pub mod keyframes;
 mod noise;
+pub mod relay;
 pub use oxcast_base::ratelog;
 mod rtmp;
 mod srt;
@@ -100,6 +101,8 @@ pub struct PublishRequest {
     pub protocol: Protocol,
     /// The publisher's address.
     pub peer: SocketAddr,
+    /// Relayed by an ingest node that lost this stream's previous encoder: take it over.
+    pub takeover: Option<relay::Takeover>,
 }
 
 impl std::fmt::Debug for PublishRequest {
@@ -108,6 +111,7 @@ impl std::fmt::Debug for PublishRequest {
             .field("key", &format_args!("#{}", key_fingerprint(&self.key)))
             .field("protocol", &self.protocol)
             .field("peer", &self.peer)
+            .field("takeover", &self.takeover)
             .finish()
     }
 }
@@ -258,7 +262,7 @@ fn count_connection(protocol: Protocol, outcome: Outcome) {
     .increment(1);
 }
 
-fn count_media(protocol: Protocol, bytes: usize, messages: u64) {
+pub(crate) fn count_media(protocol: Protocol, bytes: usize, messages: u64) {
     metrics::counter!("oxcast_ingest_bytes_total", "protocol" => protocol.as_str())
         .increment(bytes as u64);
     metrics::counter!("oxcast_ingest_messages_total", "protocol" => protocol.as_str())
@@ -266,7 +270,7 @@ fn count_media(protocol: Protocol, bytes: usize, messages: u64) {
 }
 
 /// Asks the handler, bounded by `timeout`; a handler that does not answer in time refuses.
-async fn ask_handler(
+pub(crate) async fn ask_handler(
     handler: &Arc<dyn PublishHandler>,
     req: PublishRequest,
     media: MediaStream,
@@ -279,7 +283,7 @@ async fn ask_handler(
 }
 
 /// Sends one chunk with back-pressure, giving up after `stall` or on shutdown.
-async fn send_media(
+pub(crate) async fn send_media(
     tx: &tokio::sync::mpsc::Sender<bytes::Bytes>,
     chunk: bytes::Bytes,
     stall: Duration,
@@ -333,6 +337,7 @@ mod tests {
             key: "s3cretKEYs3cretKEY".into(),
             protocol: Protocol::Rtmp,
             peer: "127.0.0.1:1935".parse().unwrap(),
+            takeover: None,
         };
         let shown = format!("{req:?}");
         assert!(!shown.contains("s3cret"), "{shown}");

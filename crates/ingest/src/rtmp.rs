@@ -374,6 +374,7 @@ impl Connection {
                     key: stream_key,
                     protocol: Protocol::Rtmp,
                     peer: self.peer,
+                    takeover: None,
                 };
                 let media = MediaStream {
                     container: Container::Flv,

@@ -201,6 +201,7 @@ async fn handle_request(
         key,
         protocol: Protocol::Srt,
         peer,
+        takeover: None,
     };
     let media = MediaStream {
         container: Container::MpegTs,

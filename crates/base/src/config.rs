@@ -435,12 +435,22 @@ impl Config {
                 ));
             }
         }
-        if self.roles.has(Role::Ingest) != self.roles.has(Role::Live) {
-            return Err(
-                "the ingest and live roles run in one process for now (the ingest hands the \
-                 stream to an encoder in the same process): use --roles ingest,live"
-                    .into(),
-            );
+        if let Some(a) = &self.live.relay_advertise {
+            if self.live.relay_listen.is_none() {
+                return Err(
+                    "live.relay_advertise is set but live.relay_listen is not: set where this \
+                     live node listens for relayed publishers too"
+                        .into(),
+                );
+            }
+            let port = a
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0) {
+                return Err(format!(
+                    "live.relay_advertise must be host:port (e.g. \"10.0.0.5:1940\"), not {a:?}"
+                ));
+            }
         }
         Ok(())
     }
@@ -547,8 +557,42 @@ mod tests {
         c.upload.signing_key = Some("old".into());
         assert!(c.validate().is_ok());
         assert_eq!(c.signing_key(), Some("old"));
+        // Ingest and live may run in separate processes: the ingest relays to the encoders.
         c.roles = "ingest".parse().unwrap();
-        assert!(c.validate().unwrap_err().contains("ingest,live"));
+        assert!(c.validate().is_ok());
+        c.roles = "live".parse().unwrap();
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_relay_listener_is_configurable_and_its_advertised_address_checked() {
+        Jail::expect_with(|jail| {
+            assert_eq!(Config::load(None).unwrap().live.relay_listen, None);
+            jail.set_env("OXCAST_LIVE__RELAY_LISTEN", "0.0.0.0:1940");
+            jail.set_env("OXCAST_LIVE__RELAY_ADVERTISE", "encoder-1.internal:1940");
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                c.live.relay_listen,
+                Some(SocketAddr::from(([0, 0, 0, 0], 1940)))
+            );
+            assert_eq!(
+                c.live.relay_advertise.as_deref(),
+                Some("encoder-1.internal:1940")
+            );
+            Ok(())
+        });
+        let mut c = Config::default();
+        c.live.relay_advertise = Some("10.0.0.5:1940".into());
+        assert!(c.validate().unwrap_err().contains("live.relay_listen"));
+        c.live.relay_listen = Some(SocketAddr::from(([0, 0, 0, 0], 1940)));
+        assert!(c.validate().is_ok());
+        c.live.relay_advertise = Some("[::1]:1940".into());
+        assert!(c.validate().is_ok());
+        for bad in ["10.0.0.5", "10.0.0.5:", ":1940", "host:0", "host:99999"] {
+            c.live.relay_advertise = Some(bad.into());
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("live.relay_advertise"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -117,6 +117,22 @@ impl Db {
         }
     }
 
+    /// Who holds `stream`'s lease at `now`, if anyone: the live node running (or holding in its
+    /// reconnect grace) the stream's session. `None` when it is free, expired or released.
+    pub async fn stream_lease_holder(
+        &self,
+        stream: StreamId,
+        now: Millis,
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT holder FROM live_leases WHERE stream_id = $1 AND expires_at > $2",
+        )
+        .bind(stream.to_string())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Gives the lease back (if still held at `epoch`), so another node may take it at once.
     pub async fn release_stream_lease(
         &self,
@@ -203,11 +219,80 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_holder_is_read_until_the_lease_expires_or_is_released() {
+        each_backend(|db| async move {
+            let s = db.create_live_stream("show", "k", 1).await.unwrap();
+            assert_eq!(
+                db.stream_lease_holder(s.id, 0).await.unwrap(),
+                None,
+                "never taken"
+            );
+            let a = db
+                .take_stream_lease(s.id, "a:1", 10_000, 0)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                db.stream_lease_holder(s.id, 9_999)
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some("a:1")
+            );
+            assert_eq!(
+                db.stream_lease_holder(s.id, 10_000).await.unwrap(),
+                None,
+                "expired"
+            );
+            assert!(db
+                .renew_stream_lease(s.id, "a:1", a.epoch, 10_000, 5_000)
+                .await
+                .unwrap());
+            assert_eq!(
+                db.stream_lease_holder(s.id, 14_999)
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some("a:1"),
+                "renewed"
+            );
+            db.release_stream_lease(s.id, "a:1", a.epoch).await.unwrap();
+            assert_eq!(
+                db.stream_lease_holder(s.id, 6_000).await.unwrap(),
+                None,
+                "released"
+            );
+            // Another stream's lease is not this one's.
+            let t = db.create_live_stream("other", "k2", 1).await.unwrap();
+            db.take_stream_lease(t.id, "b:2", 10_000, 6_000)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(db.stream_lease_holder(s.id, 6_001).await.unwrap(), None);
+            assert_eq!(
+                db.stream_lease_holder(t.id, 6_001)
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some("b:2")
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn a_lost_holder_is_taken_over_at_once_when_gone_else_after_the_fence() {
         each_backend(|db| async move {
             let s = db.create_live_stream("show", "k", 1).await.unwrap();
-            let a = db.take_stream_lease(s.id, "a", 10_000, 0).await.unwrap().unwrap();
-            assert!(db.renew_stream_lease(s.id, "a", a.epoch, 10_000, 1_000).await.unwrap());
+            let a = db
+                .take_stream_lease(s.id, "a", 10_000, 0)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(db
+                .renew_stream_lease(s.id, "a", a.epoch, 10_000, 1_000)
+                .await
+                .unwrap());
             // Silent but maybe alive: not before it has missed renewing for the fence.
             assert_eq!(
                 db.take_over_stream_lease(s.id, "b", "a", false, 2_500, 10_000, 3_499)
@@ -229,7 +314,9 @@ mod tests {
                 .unwrap();
             assert_eq!(b.epoch, a.epoch + 1);
             assert!(
-                !db.renew_stream_lease(s.id, "a", a.epoch, 10_000, 3_600).await.unwrap(),
+                !db.renew_stream_lease(s.id, "a", a.epoch, 10_000, 3_600)
+                    .await
+                    .unwrap(),
                 "the old holder finds it lost"
             );
             // A holder whose connection closed is dead: no wait.

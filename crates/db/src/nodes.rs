@@ -225,9 +225,15 @@ mod tests {
                 b.live_sessions = sessions;
                 b
             };
-            db.node_beat(&enc("a:1", "10.0.0.1:1", 3), 10_000).await.unwrap();
-            db.node_beat(&enc("b:2", "10.0.0.2:1", 1), 10_000).await.unwrap();
-            db.node_beat(&enc("c:3", "10.0.0.3:1", 0), 4_000).await.unwrap();
+            db.node_beat(&enc("a:1", "10.0.0.1:1", 3), 10_000)
+                .await
+                .unwrap();
+            db.node_beat(&enc("b:2", "10.0.0.2:1", 1), 10_000)
+                .await
+                .unwrap();
+            db.node_beat(&enc("c:3", "10.0.0.3:1", 0), 4_000)
+                .await
+                .unwrap();
             db.node_beat(&beat("d:4", "api"), 10_000).await.unwrap();
             let list = db.live_encoders(11_000, 5_000).await.unwrap();
             let ids: Vec<&str> = list.iter().map(|e| e.id.as_str()).collect();

@@ -1,6 +1,7 @@
 //! This process's heartbeat into the shared database, for the admin page's list of workers and
 //! live encoders: its roles, host, load, worker slots and live sessions every few seconds, and a
-//! goodbye on a clean stop (a killed process simply stops beating and shows its age).
+//! goodbye on a clean stop (a killed process simply stops beating and shows its age). Ingest
+//! nodes also find the live encoders they relay to here (`relay_addr`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,13 @@ use std::time::Duration;
 use oxcast_base::clock::SharedClock;
 use oxcast_db::{Db, NodeBeat};
 use tokio_util::sync::CancellationToken;
+
+/// How often a process beats.
+pub const EVERY: Duration = Duration::from_secs(5);
+/// How often a live encoder with a relay listener beats: ingest nodes choose encoders from the
+/// heartbeats (`crate::encoders`), so a new encoder is offered, and its live-session count
+/// weighed, within this.
+pub const RELAY_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Heartbeat {
     pub db: Db,

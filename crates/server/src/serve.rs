@@ -3,8 +3,10 @@
 //!
 //! Every process listens on `listen` for `/healthz` and `/metrics`; the `api` role adds the API,
 //! the signed part uploads, the VOD origin and the web UI, the `live` role the live origin. The
-//! `worker` role runs VOD jobs and the reconciler; `ingest,live` the RTMP/SRT servers and the
-//! real-time encoders.
+//! `worker` role runs VOD jobs and the reconciler; `ingest` the RTMP/SRT servers and `live` the
+//! real-time encoders. In one process the ingest hands publishers to the local encoders; an
+//! ingest without the live role relays them to the live nodes that listen on
+//! `live.relay_listen` (`oxcast_ingest::relay`, chosen by [`crate::encoders`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use oxcast_base::clock::SharedClock;
 use oxcast_base::config::{Role, Roles};
 use oxcast_base::{Config, SystemClock};
 use oxcast_db::Db;
+use oxcast_ingest::PublishHandler;
 use oxcast_store::Store;
 use oxcast_worker::WorkerContext;
 use tokio::sync::Notify;
@@ -82,6 +85,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(database = %db_name, store = ?store, "engines ready");
     let clock: SharedClock = Arc::new(SystemClock);
     let node_id = host::read_or_create(&data.join("node-id"), 8)?;
+    // This process in the nodes list, and as it holds live streams' leases: the relay's load
+    // balancer matches the two.
+    let holder = format!("{node_id}:{}", std::process::id());
     let signing_key = match config.signing_key() {
         Some(k) => k.to_string(),
         None => host::read_or_create(&data.join("signing-key"), 32)?,
@@ -135,15 +141,68 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             clock.clone(),
             data.join("live-work"),
             shutdown.clone(),
-            format!("{node_id}:{}", std::process::id()),
+            holder.clone(),
         );
         live.recover_orphans().await?;
         live.start_sweeper();
         // Named pipes of a previous process's encoders are of no use now.
         let _ = std::fs::remove_dir_all(data.join("live-work"));
         std::fs::create_dir_all(data.join("live-work"))?;
-        start_ingest(&config, &live, &shutdown, &mut tasks).await?;
         Some(live)
+    } else {
+        None
+    };
+
+    // Publishers relayed by ingest nodes of other processes; the address goes into the
+    // heartbeat, where those find it.
+    let relay_addr = match (&live, config.live.relay_listen) {
+        (Some(live), Some(listen)) => {
+            let server = oxcast_ingest::relay::RelayServer {
+                secret: signing_key.as_bytes().to_vec(),
+                holder: holder.clone(),
+                clock: clock.clone(),
+                handshake_timeout: std::time::Duration::from_secs(10),
+                stall_timeout: std::time::Duration::from_secs(10),
+                channel_capacity: 256,
+            };
+            start_relay_listener(&config, listen, live, server, &shutdown, &mut tasks).await?
+        }
+        (Some(_), None) => {
+            if !roles.has(Role::Ingest) {
+                tracing::warn!(
+                    "this live node has neither the ingest role nor live.relay_listen: no \
+                     publisher can reach it"
+                );
+            }
+            String::new()
+        }
+        (None, Some(_)) => {
+            tracing::warn!("live.relay_listen is ignored: this process has no live role");
+            String::new()
+        }
+        (None, None) => String::new(),
+    };
+
+    // RTMP and SRT: to this process's encoders, else relayed to a live node's.
+    let relay = if roles.has(Role::Ingest) {
+        let (handler, relay): (Arc<dyn PublishHandler>, _) = match &live {
+            Some(live) => (live.handler(), None),
+            None => {
+                let relay = oxcast_ingest::relay::Relay::new(
+                    Arc::new(crate::encoders::DbEncoders {
+                        db: db.clone(),
+                        clock: clock.clone(),
+                    }),
+                    oxcast_ingest::relay::RelayConfig::new(signing_key.as_bytes().to_vec()),
+                    clock.clone(),
+                    shutdown.clone(),
+                );
+                tracing::info!("publishers are relayed to the live nodes");
+                (Arc::new(relay.clone()), Some(relay))
+            }
+        };
+        start_ingest(&config, handler, &shutdown, &mut tasks).await?;
+        relay
     } else {
         None
     };
@@ -153,7 +212,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             db: db.clone(),
             clock: clock.clone(),
             beat: oxcast_db::NodeBeat {
-                id: format!("{node_id}:{}", std::process::id()),
+                id: holder.clone(),
                 roles: roles.to_string(),
                 host: crate::heartbeat::hostname(),
                 pid: std::process::id(),
@@ -167,10 +226,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 live_sessions: 0,
                 live_viewers: 0,
                 load1: 0.0,
-                relay_addr: String::new(),
+                relay_addr: relay_addr.clone(),
             },
             live: live.clone(),
-            every: std::time::Duration::from_secs(5),
+            every: if relay_addr.is_empty() {
+                crate::heartbeat::EVERY
+            } else {
+                crate::heartbeat::RELAY_EVERY
+            },
         }
         .run(shutdown.clone()),
     );
@@ -182,7 +245,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             store.clone(),
             &config.live,
             clock.clone(),
-            format!("{node_id}:{}", std::process::id()),
+            holder.clone(),
             shutdown.clone(),
         );
         tasks.spawn(async move {
@@ -265,6 +328,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await
     .context("http server")?;
     shutdown.cancel();
+    if let Some(relay) = relay {
+        relay.wait().await;
+    }
     if let Some(live) = live {
         live.shutdown().await;
     }
@@ -273,10 +339,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The RTMP and SRT servers, handing publishers to this process's live manager.
+/// The RTMP and SRT servers, handing publishers to `handler`: this process's live manager, or
+/// the relay to other processes' encoders.
 async fn start_ingest(
     config: &Config,
-    live: &Arc<oxcast_live::LiveManager>,
+    handler: Arc<dyn PublishHandler>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
@@ -286,7 +353,7 @@ async fn start_ingest(
             .with_context(|| format!("binding RTMP ingest {addr}"))?;
         tasks.spawn(oxcast_ingest::serve_rtmp(
             listener,
-            live.handler(),
+            handler.clone(),
             shutdown.clone(),
         ));
     }
@@ -294,7 +361,7 @@ async fn start_ingest(
         let socket = tokio::net::UdpSocket::bind(addr)
             .await
             .with_context(|| format!("binding SRT ingest {addr}"))?;
-        let (handler, token) = (live.handler(), shutdown.clone());
+        let token = shutdown.clone();
         tasks.spawn(async move {
             let cfg = oxcast_ingest::IngestConfig::default();
             if let Err(e) = oxcast_ingest::serve_srt_socket(socket, handler, token, cfg).await {
@@ -303,4 +370,41 @@ async fn start_ingest(
         });
     }
     Ok(())
+}
+
+/// The listener for publishers relayed by ingest nodes, into this process's live manager; the
+/// address the ingest nodes are told (`live.relay_advertise`, else the bound address).
+async fn start_relay_listener(
+    config: &Config,
+    listen: std::net::SocketAddr,
+    live: &Arc<oxcast_live::LiveManager>,
+    server: oxcast_ingest::relay::RelayServer,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the live relay listener {listen}"))?;
+    let bound = listener.local_addr()?;
+    let advertise = match &config.live.relay_advertise {
+        Some(a) => a.clone(),
+        None => {
+            if bound.ip().is_unspecified() {
+                tracing::warn!(
+                    %bound,
+                    "live.relay_listen is a wildcard address, which ingest nodes cannot connect \
+                     to: set live.relay_advertise to this node's host:port"
+                );
+            }
+            bound.to_string()
+        }
+    };
+    tracing::info!(%bound, %advertise, "taking relayed publishers from ingest nodes");
+    tasks.spawn(oxcast_ingest::relay::serve_relay(
+        listener,
+        live.handler(),
+        server,
+        shutdown.clone(),
+    ));
+    Ok(advertise)
 }

@@ -30,6 +30,16 @@ pub struct LiveConfig {
     /// session. With a window, live playlists and MPDs slide and stay small however long the
     /// stream runs; the whole session is still recorded and replayable once it ends.
     pub dvr_window_s: Option<f64>,
+    /// Where a `live` node takes publishers relayed by `ingest` nodes of other processes
+    /// (`oxcast serve --roles ingest` on the machines streamers reach, `--roles live` on the
+    /// machines with CPU to encode); unset: none, which is all a process that runs both roles
+    /// needs. The relay is authenticated with `signing_key`, so every process of the deployment
+    /// must share it; bind an address only the ingest nodes can reach.
+    pub relay_listen: Option<SocketAddr>,
+    /// `host:port` the ingest nodes connect to for `relay_listen`, as this node announces it in
+    /// its heartbeat; default: `relay_listen` itself, which must then be an address the ingest
+    /// nodes can reach (not `0.0.0.0`). Set it behind NAT, or to a name instead of an address.
+    pub relay_advertise: Option<String>,
 }
 
 impl Default for LiveConfig {
@@ -45,6 +55,8 @@ impl Default for LiveConfig {
             passthrough: false,
             preset: "veryfast".into(),
             dvr_window_s: None,
+            relay_listen: None,
+            relay_advertise: None,
         }
     }
 }

@@ -4,12 +4,14 @@
 // session is seekable and the LIVE jump works).
 //
 //   node web/tests/live.mjs --base http://127.0.0.1:PORT --stream ID \
-//        [--seconds 12] [--max-latency 4] [--dvr] [--chromium /usr/bin/chromium]
+//        [--seconds 12] [--max-latency 4] [--max-stall 0] [--dvr] [--chromium /usr/bin/chromium]
 //
 // 1. Opens /streams/ID?autoplay=1 and waits (≤ 40 s) until currentTime advances.
 // 2. For --seconds, samples every 500 ms: currentTime must advance on every
 //    sample, oxcastLive.latency() must be a number, and after a 3 s warm-up
-//    every latency must be below --max-latency. No fatal player error.
+//    every latency must be below --max-latency. No fatal player error. With
+//    --max-stall S, currentTime may stand still for up to S seconds (an encoder
+//    failover, say); the longest stall is reported as max_stall_s.
 // 3. --dvr: seeks to 0.5 s (start of the session), needs playback to advance
 //    from there (0.5 < currentTime ≤ ~6 after 3 s), then goLive() and needs the
 //    latency back under --max-latency within 10 s.
@@ -38,11 +40,13 @@ const DVR_SEEK_TIMEOUT_MS = 15_000;
 const GO_LIVE_TIMEOUT_MS = 10_000;
 
 const args = parseCli(
-  { base: undefined, stream: undefined, seconds: '12', 'max-latency': '4', dvr: false, chromium: defaultChromium() },
-  'node web/tests/live.mjs --base URL --stream ID [--seconds 12] [--max-latency 4] [--dvr] [--chromium PATH]',
+  { base: undefined, stream: undefined, seconds: '12', 'max-latency': '4', 'max-stall': '0', dvr: false, chromium: defaultChromium() },
+  'node web/tests/live.mjs --base URL --stream ID [--seconds 12] [--max-latency 4] [--max-stall 0] [--dvr] [--chromium PATH]',
   (a) => {
     a.seconds = Number(a.seconds);
     a.maxLatency = Number(a['max-latency']);
+    a.maxStall = Number(a['max-stall']);
+    if (!(a.maxStall >= 0)) throw new Error('--max-stall must be a number of seconds, 0 or more');
     if (!(a.seconds > 0)) throw new Error('--seconds must be a positive number');
     if (!(a.maxLatency > 0)) throw new Error('--max-latency must be a positive number');
   },
@@ -158,16 +162,24 @@ async function run() {
   const measured = []; // latencies after the warm-up
   const sampleStart = Date.now();
   let prev = last;
+  let lastAdvance = Date.now();
+  let maxStall = 0;
   while (Date.now() - sampleStart < args.seconds * 1000) {
     await sleep(SAMPLE_MS);
     last = await state(page);
     const elapsed = (Date.now() - sampleStart) / 1000;
     checkHealthy(last, `at ${elapsed.toFixed(1)} s of sampling`);
-    if (!(last.time > prev.time)) {
-      throw new Failure(
-        `currentTime stopped advancing at ${elapsed.toFixed(1)} s of sampling ` +
-          `(${prev.time.toFixed(3)} → ${last.time.toFixed(3)} s, paused ${last.paused}, readyState ${last.readyState})`,
-      );
+    if (last.time > prev.time) {
+      lastAdvance = Date.now();
+    } else {
+      const stalled = (Date.now() - lastAdvance) / 1000;
+      maxStall = Math.max(maxStall, stalled);
+      if (args.maxStall === 0 || stalled > args.maxStall) {
+        throw new Failure(
+          `currentTime stopped advancing at ${elapsed.toFixed(1)} s of sampling, for ${stalled.toFixed(1)} s ` +
+            `(${prev.time.toFixed(3)} → ${last.time.toFixed(3)} s, paused ${last.paused}, readyState ${last.readyState})`,
+        );
+      }
     }
     if (typeof last.latency !== 'number') {
       throw new Failure(`oxcastLive.latency() is not a number at ${elapsed.toFixed(1)} s: ${JSON.stringify(last.latency)}`);
@@ -190,6 +202,7 @@ async function run() {
     levels: last.levels,
     time_to_play_ms: timeToPlay,
     samples: samples.length,
+    max_stall_s: round(maxStall, 1),
     latency_s: stats(measured),
     at_live_edge: last.atLiveEdge,
     seekable: last.seekable,

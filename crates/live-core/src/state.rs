@@ -12,7 +12,7 @@ use oxcast_media::mp4::TrackInfo;
 mod manifests;
 mod rendition;
 
-pub use rendition::{Completed, RenditionState};
+pub use rendition::{Added, Completed, RenditionState};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartMeta {

@@ -10,6 +10,7 @@
 //! segments become an ordinary video, with no re-encoding.
 
 pub mod encoder;
+mod fence;
 mod growing;
 mod monitor;
 mod package;
@@ -25,6 +26,7 @@ mod serve;
 mod session;
 mod slots;
 mod stop;
+mod takeover;
 
 pub use oxcast_live_core::{health, recovery, slot, state, viewers};
 

@@ -250,7 +250,7 @@ impl LiveManager {
                 };
                 (reading, st.publishing, st.ended)
             };
-            if ended {
+            if ended || session.fence.is_lost() {
                 return;
             }
             let now = self.clock.now_ms();

@@ -11,8 +11,11 @@ use oxcast_store::{keys, Key, Store};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
-use oxcast_db::Db;
+use oxcast_base::SessionId;
+use oxcast_db::{Db, SegmentRow};
+use oxcast_live_core::state::Added;
 
+use crate::fence::Fence;
 use crate::publish::{Signal, TOPIC};
 use crate::session::Session;
 
@@ -21,12 +24,56 @@ pub(crate) enum Write {
     /// Put, then signal the change to other nodes.
     Publish(Key, Bytes, Signal),
     Signal(Signal),
+    /// Records a segment stored just before in the session's index (what an encoder that
+    /// takes the session over continues from).
+    Index(SessionId, SegmentRow),
     Flush(oneshot::Sender<()>),
 }
 
+/// Queues what a rendition's packager finished: its parts and segments, each segment followed
+/// by its index row. `parts: false` when the parts are stored already.
+pub(crate) async fn queue_added(session: &Session, rendition: &str, added: Added, parts: bool) {
+    let (video, id) = {
+        let st = session.state.lock().expect("state");
+        (st.video_id, st.session_id)
+    };
+    let key = |file: &str| keys::video_object(video, &format!("{rendition}/{file}")).ok();
+    if parts {
+        for (file, data) in added.parts {
+            if let Some(k) = key(&file) {
+                let _ = session.writer.send(Write::Put(k, data)).await;
+            }
+        }
+    }
+    for c in added.segments {
+        let Some(k) = key(&c.name) else { continue };
+        let _ = session.writer.send(Write::Put(k, c.data)).await;
+        let s = c.segment;
+        let row = SegmentRow {
+            rendition: rendition.to_string(),
+            number: s.number,
+            epoch: s.epoch,
+            start_ticks: s.start_ticks,
+            ticks: s.ticks,
+            duration_s: s.duration_s,
+            discontinuity: s.discontinuity,
+            pdt_ms: s.pdt_ms,
+            bytes: s.bytes,
+        };
+        let _ = session.writer.send(Write::Index(id, row)).await;
+    }
+}
+
 /// Stores objects in order, off the listing path, and signals what other nodes may now read.
-/// A signal is sent only once everything queued before it is stored.
-pub(crate) async fn write_objects(store: Store, db: Db, mut rx: mpsc::Receiver<Write>) {
+/// A signal is sent only once everything queued before it is stored. Nothing is written while
+/// the session's [`Fence`] says no, and nothing at all once it is lost.
+pub(crate) async fn write_objects(
+    store: Store,
+    db: Db,
+    mut rx: mpsc::Receiver<Write>,
+    fence: Fence,
+) {
+    let mut fenced_off = false;
     let mut queued = std::collections::VecDeque::new();
     loop {
         if queued.is_empty() {
@@ -43,6 +90,14 @@ pub(crate) async fn write_objects(store: Store, db: Db, mut rx: mpsc::Receiver<W
         let Some(w) = queued.pop_front() else {
             continue;
         };
+        if !matches!(w, Write::Flush(_)) && !fence.ready().await {
+            if !fenced_off {
+                fenced_off = true;
+                tracing::warn!("this node lost the stream's lease: its writes are dropped");
+                metrics::counter!("oxcast_live_fenced_sessions_total").increment(1);
+            }
+            continue;
+        }
         match w {
             Write::Put(key, data) => {
                 put(&store, &key, data).await;
@@ -56,6 +111,12 @@ pub(crate) async fn write_objects(store: Store, db: Db, mut rx: mpsc::Receiver<W
                 }
             }
             Write::Signal(signal) => notify(&db, &signal).await,
+            Write::Index(session, row) => {
+                if let Err(e) = db.add_live_segment(session, &row).await {
+                    // Only a takeover reads it; that one then cuts the session shorter.
+                    tracing::warn!(error = %e, segment = row.number, "indexing a live segment failed");
+                }
+            }
             Write::Flush(done) => {
                 let _ = done.send(());
             }
@@ -65,7 +126,10 @@ pub(crate) async fn write_objects(store: Store, db: Db, mut rx: mpsc::Receiver<W
 
 async fn put(store: &Store, key: &Key, data: Bytes) -> bool {
     match store.put(key, data).await {
-        Ok(_) => true,
+        Ok(_) => {
+            metrics::counter!("oxcast_live_objects_written_total").increment(1);
+            true
+        }
         Err(e) => {
             tracing::error!(%key, error = %e, "storing a live object failed");
             false
@@ -120,6 +184,7 @@ pub(crate) async fn package(
         };
         for ev in events {
             let mut writes = Vec::new();
+            let mut done = None;
             let listed;
             // The master lists renditions once each has its init; the MPD changes per segment.
             let manifests;
@@ -157,7 +222,7 @@ pub(crate) async fn package(
                             metrics::histogram!("oxcast_live_segment_latency_seconds").record(lat);
                         }
                         manifests = !added.segments.is_empty();
-                        writes.extend(added.into_writes());
+                        done = Some(added);
                     }
                 }
             }
@@ -170,6 +235,9 @@ pub(crate) async fn package(
                 if let Ok(k) = keys::video_object(video, &format!("{name}/{file}")) {
                     let _ = session.writer.send(Write::Put(k, data)).await;
                 }
+            }
+            if let Some(added) = done {
+                queue_added(&session, &name, added, true).await;
             }
             if listed {
                 session.publish_media(&name).await;
@@ -187,10 +255,6 @@ pub(crate) async fn package(
     };
     if !done.is_empty() {
         session.bump();
-        for (file, data) in done.into_writes() {
-            if let Ok(k) = keys::video_object(video, &format!("{name}/{file}")) {
-                let _ = session.writer.send(Write::Put(k, data)).await;
-            }
-        }
+        queue_added(&session, &name, done, true).await;
     }
 }

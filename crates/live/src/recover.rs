@@ -9,6 +9,7 @@ use oxcast_live_core::recovery::{self, SegmentTimes};
 use oxcast_store::keys;
 use tokio::sync::{mpsc, watch};
 
+use crate::fence::Fence;
 use crate::monitor::Monitor;
 use crate::package::write_objects;
 use crate::rendered::Rendered;
@@ -147,8 +148,12 @@ impl LiveManager {
             return None;
         }
         let (writer, rx) = mpsc::channel(1);
-        self.tasks
-            .spawn(write_objects(self.store.clone(), self.db.clone(), rx));
+        self.tasks.spawn(write_objects(
+            self.store.clone(),
+            self.db.clone(),
+            rx,
+            Fence::open(),
+        ));
         Some(Arc::new(Session {
             state: Mutex::new(SessionState::restore(
                 s.stream_id,
@@ -165,6 +170,8 @@ impl LiveManager {
             rendered: Rendered::default(),
             writer,
             title: String::new(),
+            fence: Fence::open(),
+            adopted: false.into(),
         }))
     }
 }

@@ -22,9 +22,10 @@ mod epoch;
 mod serving;
 
 use crate::encoder::{self, EncoderPlan, EncoderStats, LiveOutput};
+use crate::fence::Fence;
 use crate::growing::{self, Growing, LiveObject};
 use crate::monitor::{MediaMeter, Monitor, Publisher, ViewerBoard};
-use crate::package::{package, write_objects, Write};
+use crate::package::{package, queue_added, write_objects, Write};
 use crate::probe::{probe_source, Probed, SourceProbe};
 use crate::publish::{Signal, TOPIC};
 use crate::rendered::Rendered;
@@ -109,6 +110,11 @@ pub(crate) struct Session {
     pub(crate) rendered: Rendered,
     pub(crate) writer: mpsc::Sender<Write>,
     pub(crate) title: String,
+    /// Whether (and until when) this node may still write the session: see [`crate::fence`].
+    pub(crate) fence: Fence,
+    /// Taken over from an encoder that was lost: the first epoch here continues what that one
+    /// stored (see [`crate::takeover`]).
+    pub(crate) adopted: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -273,7 +279,7 @@ impl LiveManager {
     }
 
     /// Starts a session and the video row of its recording.
-    async fn open_session(&self, stream: &LiveStream) -> Result<Arc<Session>, String> {
+    async fn open_session(self: &Arc<Self>, stream: &LiveStream) -> Result<Arc<Session>, String> {
         let now = self.clock.now_ms();
         let title = format!(
             "{} ({})",
@@ -291,25 +297,18 @@ impl LiveManager {
                 tracing::error!(error = %e, "could not start a live session");
                 "internal error starting the session".to_string()
             })?;
-        let (writer, rx) = mpsc::channel(256);
-        self.tasks
-            .spawn(write_objects(self.store.clone(), self.db.clone(), rx));
-        let session = Arc::new(Session {
-            state: Mutex::new(SessionState::new(
+        let session = self.new_session(
+            SessionState::new(
                 stream.id,
                 row.id,
                 row.video_id,
                 now,
                 self.config.live.segment_s,
                 self.config.live.part_s,
-            )),
-            monitor: Mutex::new(Monitor::new()),
-            changed: watch::channel(0).0,
-            grown: watch::channel(0).0,
-            rendered: Rendered::default(),
-            writer,
+            ),
             title,
-        });
+            false,
+        );
         if let Some(slot) = self.slots.lock().expect("slots").get_mut(&stream.id) {
             slot.session = Some(session.clone());
         }
@@ -317,6 +316,53 @@ impl LiveManager {
         tracing::info!(session = %row.id, video = %row.video_id, "live session started");
         self.signal(Signal::Stream(stream.id)).await;
         Ok(session)
+    }
+
+    /// A session's shared state and its object writer, fenced by the stream's lease where
+    /// another encoder may take the stream over.
+    pub(crate) fn new_session(
+        self: &Arc<Self>,
+        state: SessionState,
+        title: String,
+        adopted: bool,
+    ) -> Arc<Session> {
+        let stream = state.stream_id;
+        // Stale until the first renewal: the lease may have been taken a while ago (before
+        // the publisher's media was probed).
+        let fence = if self.takes_relayed() {
+            Fence::leased(tokio::time::Instant::now() - crate::fence::WRITE_FOR)
+        } else {
+            Fence::open()
+        };
+        let (writer, rx) = mpsc::channel(256);
+        self.tasks.spawn(write_objects(
+            self.store.clone(),
+            self.db.clone(),
+            rx,
+            fence.clone(),
+        ));
+        let session = Arc::new(Session {
+            state: Mutex::new(state),
+            monitor: Mutex::new(Monitor::new()),
+            changed: watch::channel(0).0,
+            grown: watch::channel(0).0,
+            rendered: Rendered::default(),
+            writer,
+            title,
+            fence,
+            adopted: std::sync::atomic::AtomicBool::new(adopted),
+        });
+        if session.fence.is_fenced() {
+            self.tasks
+                .spawn(self.clone().keep_lease(stream, Arc::downgrade(&session)));
+        }
+        session
+    }
+
+    /// Whether ingest nodes relay publishers here, so that another encoder may take a stream
+    /// over from this one.
+    pub(crate) fn takes_relayed(&self) -> bool {
+        self.config.live.relay_listen.is_some()
     }
 
     /// One publisher connection: probe, encode, package, until the publisher goes away.
@@ -447,6 +493,10 @@ impl LiveManager {
     /// Ends a session: last playlists get ENDLIST, the recording is written as VOD and
     /// published. Idempotent.
     pub(crate) async fn finish(&self, session: &Arc<Session>) {
+        // Another node continues it.
+        if session.fence.is_lost() {
+            return;
+        }
         let (video, segments) = {
             let mut st = session.state.lock().expect("state");
             if st.ended {
@@ -458,17 +508,14 @@ impl LiveManager {
                 .map_or(st.started_at_ms, |e| e.wall_start_ms);
             let mut rest = Vec::new();
             for r in &mut st.renditions {
-                let name = r.name.clone();
-                rest.extend(r.close(wall).into_writes().map(|w| (name.clone(), w)));
+                rest.push((r.name.clone(), r.close(wall)));
             }
             st.ended = true;
             st.publishing = false;
             (st.video_id, rest)
         };
-        for (name, (file, data)) in segments {
-            if let Ok(k) = keys::video_object(video, &format!("{name}/{file}")) {
-                let _ = session.writer.send(Write::Put(k, data)).await;
-            }
+        for (name, added) in segments {
+            queue_added(session, &name, added, true).await;
         }
         session.bump();
         session.publish_all(self.clock.now_ms()).await;
@@ -477,6 +524,10 @@ impl LiveManager {
         let (tx, rx) = oneshot::channel();
         let _ = session.writer.send(Write::Flush(tx)).await;
         let _ = rx.await;
+        // A lease lost meanwhile: the node that took the session over publishes it.
+        if !session.fence.ready().await {
+            return;
+        }
         let now = self.clock.now_ms();
         let session_id = session.state.lock().expect("state").session_id;
         match self.publish_recording(session).await {
@@ -534,12 +585,21 @@ impl PublishHandler for LiveHandler {
         };
         // One live node per stream: the lease says which (this one, on a reconnect).
         let now = this.clock.now_ms();
-        let lease = match this
-            .db
-            .take_stream_lease(stream.id, &this.holder, LEASE_TTL_MS, now)
-            .await
-        {
+        let taken = match &req.takeover {
+            // Relayed by an ingest that lost the stream's encoder: continue its session here.
+            Some(from) => this.take_over_lease(&stream, from).await,
+            None => {
+                this.db
+                    .take_stream_lease(stream.id, &this.holder, LEASE_TTL_MS, now)
+                    .await
+            }
+        };
+        let lease = match taken {
             Ok(Ok(lease)) => lease,
+            Ok(Err(other)) if req.takeover.is_some() => {
+                tracing::info!(stream = %stream.id, why = %other, "takeover refused for now");
+                return Err(Refusal(other));
+            }
             Ok(Err(other)) => {
                 tracing::info!(stream = %stream.id, %other, "refused: the stream is live on another node");
                 metrics::counter!("oxcast_live_publish_refused_total", "reason" => "elsewhere")
@@ -553,6 +613,12 @@ impl PublishHandler for LiveHandler {
                 return Err(Refusal("internal error".into()));
             }
         };
+        if req.takeover.is_some() {
+            if let Err(why) = this.adopt(&stream).await {
+                this.release_lease_epoch(stream.id, lease.epoch).await;
+                return Err(Refusal(why));
+            }
+        }
         let place = this
             .reserve(stream.id, &stream.stream_key)
             .inspect_err(|_| {

@@ -4,7 +4,7 @@
 //! session. The rules (who may publish, reconnects within grace, a deleted stream) are all
 //! there, tested without I/O; this file only does them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use oxcast_base::{SessionId, StreamId};
@@ -12,6 +12,7 @@ use oxcast_ingest::Refusal;
 use oxcast_live_core::slot::{self, Action, Event, Timing};
 use tokio_util::sync::CancellationToken;
 
+use crate::fence::{self, Fence};
 use crate::session::{LiveManager, RefusedPublish, Session};
 
 /// How long a stream lease lasts unless renewed (every [`crate::monitor`] stream check, 3 s):
@@ -85,6 +86,7 @@ impl LiveManager {
                 Action::Forget => {
                     self.slots.lock().expect("slots").remove(&stream);
                 }
+                Action::Abandon { session } => self.abandon(stream, session),
                 Action::Refuse(_)
                 | Action::Probe { .. }
                 | Action::Open { .. }
@@ -191,7 +193,7 @@ impl LiveManager {
     /// Renews the stream's lease; a node that lost it (it was frozen past the lease, and
     /// another node took the stream) disconnects its publisher, whose session then ends.
     /// A database that does not answer is no reason to stop: nobody else can take it then.
-    pub(crate) async fn renew_lease(&self, stream: StreamId) {
+    pub(crate) async fn renew_lease(self: &Arc<Self>, stream: StreamId) {
         let Some(epoch) = self
             .slots
             .lock()
@@ -208,13 +210,125 @@ impl LiveManager {
             .await
         {
             Ok(true) | Err(_) => {}
-            Ok(false) => {
-                tracing::warn!(%stream, epoch, "lost the stream's lease to another node; disconnecting");
-                if let Some(slot) = self.slots.lock().expect("slots").get_mut(&stream) {
-                    slot.lease = None;
-                }
-                self.disconnect(stream);
+            Ok(false) => self.lose_stream(stream).await,
+        }
+    }
+
+    /// Renews a fenced session's lease every [`fence::RENEW_EVERY`], moving its fence on with
+    /// each success, until the session ends or is dropped, its lease is lost, or shutdown.
+    pub(crate) async fn keep_lease(self: Arc<Self>, stream: StreamId, session: Weak<Session>) {
+        let mut every = tokio::time::interval(fence::RENEW_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = self.shutdown.cancelled() => return,
             }
+            let Some(s) = session.upgrade() else { return };
+            let fence: Fence = s.fence.clone();
+            if fence.is_lost() || s.state.lock().expect("state").ended {
+                return;
+            }
+            // The lease this session runs under, once it has its place in the slot.
+            let held = self
+                .slots
+                .lock()
+                .expect("slots")
+                .get(&stream)
+                .and_then(|slot| {
+                    let ours = slot.session.as_ref().is_some_and(|x| Arc::ptr_eq(x, &s));
+                    slot.lease.filter(|_| ours)
+                });
+            drop(s);
+            let Some(epoch) = held else { continue };
+            let sent = tokio::time::Instant::now();
+            let now = self.clock.now_ms();
+            match self
+                .db
+                .renew_stream_lease(stream, &self.holder, epoch, LEASE_TTL_MS, now)
+                .await
+            {
+                Ok(true) => {
+                    fence.renewed(sent);
+                    failing = false;
+                }
+                Ok(false) => {
+                    fence.lose();
+                    self.lose_stream(stream).await;
+                    return;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(%stream, error = %e, "renewing the stream's lease failed; its writes wait");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }
+
+    /// Another node holds the stream's lease now (this one was frozen, or cut off, past the
+    /// lease): the publisher is disconnected. A fenced session (see [`crate::fence`]), which
+    /// that node continues, is dropped here without being finished.
+    pub(crate) async fn lose_stream(self: &Arc<Self>, stream: StreamId) {
+        tracing::warn!(%stream, "lost the stream's lease to another node; disconnecting");
+        metrics::counter!("oxcast_live_leases_lost_total").increment(1);
+        let fenced = {
+            let mut slots = self.slots.lock().expect("slots");
+            let Some(slot) = slots.get_mut(&stream) else {
+                return;
+            };
+            slot.lease = None;
+            slot.session.as_ref().is_some_and(|s| s.fence.is_fenced())
+        };
+        if !fenced {
+            // Nothing continues this session elsewhere (a publisher that reached another node
+            // started a new one there): it ends here as after any disconnection, recording
+            // and all, in its own objects.
+            self.disconnect(stream);
+            return;
+        }
+        let actions = self.step(stream, Event::Lost);
+        self.act(stream, actions).await;
+    }
+
+    /// Drops a session another node continues: no playlist ends, no recording is published.
+    fn abandon(&self, stream: StreamId, id: SessionId) {
+        let dropped = {
+            let mut slots = self.slots.lock().expect("slots");
+            let Some(slot) = slots.get_mut(&stream) else {
+                return;
+            };
+            let ours = slot
+                .session
+                .as_ref()
+                .is_some_and(|s| s.state.lock().expect("state").session_id == id);
+            if !ours {
+                return;
+            }
+            slot.session.take()
+        };
+        if let Some(s) = dropped {
+            s.fence.lose();
+            // Waiting viewers answer at once; they find the session on its new node.
+            s.bump();
+            if !s.state.lock().expect("state").ended {
+                metrics::gauge!("oxcast_live_sessions_active").decrement(1.0);
+            }
+            self.forget_viewers(stream);
+            tracing::warn!(%stream, session = %id, "session dropped here: another node continues it");
+        }
+    }
+
+    /// Gives back a lease taken for a publisher that was then refused.
+    pub(crate) async fn release_lease_epoch(&self, stream: StreamId, epoch: i64) {
+        if let Err(e) = self
+            .db
+            .release_stream_lease(stream, &self.holder, epoch)
+            .await
+        {
+            tracing::warn!(%stream, error = %e, "could not release the stream's lease; it expires by itself");
         }
     }
 

@@ -99,6 +99,16 @@ impl RenditionState {
         }
     }
 
+    /// The number the segment in progress (or the next one) gets.
+    pub fn next_number(&self) -> u64 {
+        self.next_number
+    }
+
+    /// The epoch being written (or last written).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
     pub(super) fn timescale(&self) -> u32 {
         self.track.as_ref().map_or(1, |t| t.timescale.max(1))
     }

@@ -70,25 +70,32 @@ impl LiveManager {
         meter.on_chunk(&head);
 
         let cfg = &self.config.live;
+        let mut ladder = live_ladder(&probe.source, cfg);
+        if cfg.passthrough {
+            let (w, h) = ladder::display_size(&probe.source);
+            ladder.insert(
+                0,
+                Rung {
+                    name: "source".into(),
+                    width: w,
+                    height: h,
+                    video_bitrate: 0,
+                    max_bitrate: 0,
+                    buffer_size: 0,
+                },
+            );
+        }
+        // Taken over from a lost encoder: carry on after what it stored.
+        let adopted = self
+            .continue_adopted(session, &ladder, probe.has_audio)
+            .await?;
         let (rungs, epoch, session_id) = {
             let mut st = session.state.lock().expect("state");
-            if st.renditions.is_empty() {
-                let mut rungs = live_ladder(&probe.source, cfg);
-                if cfg.passthrough {
-                    let (w, h) = ladder::display_size(&probe.source);
-                    rungs.insert(
-                        0,
-                        Rung {
-                            name: "source".into(),
-                            width: w,
-                            height: h,
-                            video_bitrate: 0,
-                            max_bitrate: 0,
-                            buffer_size: 0,
-                        },
-                    );
-                }
-                st.set_renditions(&rungs, probe.has_audio);
+            let first = st.renditions.is_empty();
+            if first {
+                st.set_renditions(&ladder, probe.has_audio);
+            }
+            if first || adopted {
                 st.source_captions = probe.closed_captions;
                 st.dvr_window_s = cfg.dvr_window_s;
             }

@@ -7,12 +7,14 @@
 //! - [`state`]: a session's renditions as CMAF chunks, parts and segments, and the LL-HLS and
 //!   DASH manifests they make.
 //! - [`recovery`]: what a crashed node's half-written session can still publish.
+//! - [`rate`]: the publisher's bitrate limit.
 //! - [`health`] and [`viewers`]: the rules behind the stream's health alerts and viewer count.
 //!
 //! `oxcast-live` drives these: it reads the publisher's media, runs ffmpeg, stores objects
 //! and serves requests.
 
 pub mod health;
+pub mod rate;
 pub mod recovery;
 pub mod slot;
 pub mod state;

@@ -203,11 +203,15 @@ impl Slot {
                     self.phase = Phase::Idle;
                     self.idle_actions()
                 }
-                // A resumed session whose new media cannot be used: as if the publisher left.
+                // A live publisher whose media cannot be used (a resumed session's new media,
+                // or a publisher over the bitrate limit): as if it left, with the reason kept.
                 Phase::Connected {
                     generation: g,
                     session: Some(_),
-                } if g == generation => self.gone(now),
+                } if g == generation => {
+                    self.refused = Some(Refusal { reason, at_ms: now });
+                    self.gone(now)
+                }
                 _ => vec![],
             },
             Event::Gone { generation, now } => match self.phase {

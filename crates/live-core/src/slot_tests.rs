@@ -188,6 +188,38 @@ fn a_resumed_session_whose_new_media_is_refused_waits_again() {
         vec![Action::WakeAt(12_500)]
     );
     assert_eq!(slot.session(), Some(sid(1)));
+    assert_eq!(
+        slot.refused().map(|r| r.reason.as_str()),
+        Some("unreadable")
+    );
+}
+
+#[test]
+fn a_live_publisher_over_a_limit_leaves_its_session_waiting_with_the_reason() {
+    let mut slot = live();
+    assert_eq!(
+        slot.handle(Event::Refused {
+            generation: 1,
+            reason: "too many kbit/s".into(),
+            now: 7000
+        }),
+        vec![Action::WakeAt(17_000)]
+    );
+    assert_eq!(slot.session(), Some(sid(1)));
+    assert_eq!(
+        slot.refused(),
+        Some(&Refusal {
+            reason: "too many kbit/s".into(),
+            at_ms: 7000
+        })
+    );
+    // A publisher that goes live again clears it.
+    slot.handle(Event::Connect {
+        key: "k",
+        now: 8000,
+    });
+    slot.handle(Event::Probed { generation: 2 });
+    assert_eq!(slot.refused(), None);
 }
 
 #[test]

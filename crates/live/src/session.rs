@@ -436,11 +436,16 @@ impl LiveManager {
                 });
                 self.encode_epoch(&session, media, head, kick).await
             }
-            Err(why) => Err(why),
+            // A resumed session's new media that cannot go live.
+            Err(why) => Ok(Some(why)),
         };
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, "live epoch ended with an error");
-        }
+        let refused = match result {
+            Ok(refused) => refused,
+            Err(e) => {
+                tracing::warn!(error = %e, "live epoch ended with an error");
+                None
+            }
+        };
         {
             let mut st = session.state.lock().expect("state");
             st.publishing = false;
@@ -455,7 +460,18 @@ impl LiveManager {
         // Other nodes' held requests answer at once too: nothing more is coming for now.
         session.publish_all(self.clock.now_ms()).await;
         let now = self.clock.now_ms();
-        let actions = self.step(stream, Event::Gone { generation, now });
+        let actions = match refused {
+            // Kept for the stream's status, so the streamer learns why.
+            Some(reason) => self.step(
+                stream,
+                Event::Refused {
+                    generation,
+                    reason,
+                    now,
+                },
+            ),
+            None => self.step(stream, Event::Gone { generation, now }),
+        };
         if actions.iter().any(|a| matches!(a, Action::WakeAt(_))) {
             tracing::info!(
                 grace_s = self.config.live.grace_s,

@@ -365,3 +365,138 @@ async fn a_publisher_over_the_resolution_limits_is_refused_with_the_sizes() {
         "no session: {info:#}"
     );
 }
+
+/// A publisher sending more than `live.max_ingest_kbps` goes live, is disconnected once a
+/// whole averaging window is over the limit, and the reason shows on the stream's health; what
+/// it sent until then is kept as the session's recording.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_over_the_bitrate_limit_is_disconnected_with_the_rate() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = Server::start(&[
+        ("OXCAST_LIVE__GRACE_S", "1"),
+        ("OXCAST_LIVE__RUNGS", "[180]"),
+        ("OXCAST_LIVE__MAX_INGEST_KBPS", "100"),
+    ]);
+    let base = server.base.clone();
+    let s = create_stream(&base, "Too fast").await;
+    let (id, key) = (s["id"].as_str().unwrap(), s["stream_key"].as_str().unwrap());
+    let fast = publish(&rtmp_url(&server, key), "flv", 30, true);
+    wait_live(&server, id, Duration::from_secs(15)).await;
+    assert!(
+        !wait_exit(fast, Duration::from_secs(15)),
+        "the publisher over the limit streamed to the end"
+    );
+    let health = json(
+        http()
+            .get(format!("{base}/api/v1/live-streams/{id}/health"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let reason = health["last_refused_publish"]["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no refusal in the health: {health:#}"));
+    assert!(
+        reason.contains("kbit/s") && reason.contains("at most 100 kbit/s"),
+        "{reason}"
+    );
+    // The session it had is ended after the grace period and its recording published.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let recording = loop {
+        let info = stream_info(&base, id).await;
+        if info["status"] == "idle" {
+            break info["sessions"][0]["video_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        assert!(Instant::now() < deadline, "still live: {info:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let v = wait_ready(&base, &recording).await;
+    assert!(v["duration_s"].as_f64().unwrap() >= 4.0, "{v}");
+}
+
+/// A publisher whose picture size changes mid-stream (a streamer switching the output
+/// resolution) keeps its session: the encoder scales the new size to the same rungs, and the
+/// playlist goes on without a break.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resolution_change_mid_stream_keeps_the_session() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = live_server();
+    let base = server.base.clone();
+    let dir = tempfile::tempdir().unwrap();
+    // Two clips of different sizes, the second's clock following the first's, back to back in
+    // one MPEG-TS stream.
+    let clip = |name: &str, size: &str, offset: &str| {
+        let out = dir.path().join(name);
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30:duration=6"),
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000:duration=6",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-output_ts_offset",
+            offset,
+            "-f",
+            "mpegts",
+            out.to_str().unwrap(),
+        ]);
+        std::fs::read(out).unwrap()
+    };
+    let both = [clip("a.ts", "320x180", "0"), clip("b.ts", "256x144", "6")].concat();
+    let src = dir.path().join("changing.ts");
+    std::fs::write(&src, both).unwrap();
+    let s = create_stream(&base, "Changing size").await;
+    let (id, key) = (s["id"].as_str().unwrap(), s["stream_key"].as_str().unwrap());
+    let publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-i"])
+        .arg(&src)
+        .args(["-c", "copy", "-f", "mpegts", &srt_url(&server, key)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_live(&server, id, Duration::from_secs(15)).await;
+    let session = stream_info(&base, id).await["current_session"]["id"].clone();
+    assert!(
+        wait_exit(publisher, Duration::from_secs(30)),
+        "the publisher was cut off"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let info = loop {
+        let info = stream_info(&base, id).await;
+        if info["status"] == "idle" {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "still live: {info:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let sessions = info["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "one session throughout: {info:#}");
+    assert_eq!(sessions[0]["id"], session);
+    let recording = sessions[0]["video_id"].as_str().unwrap();
+    let v = wait_ready(&base, recording).await;
+    let d = v["duration_s"].as_f64().unwrap();
+    assert!(d > 10.0, "both sizes recorded: {d} s: {v}");
+    let master = format!("{base}/v/{recording}/master.m3u8");
+    let errs = tokio::task::spawn_blocking(move || decode_errors(&master))
+        .await
+        .unwrap();
+    assert_eq!(errs, "");
+}

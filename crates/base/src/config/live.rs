@@ -40,6 +40,10 @@ pub struct LiveConfig {
     /// its heartbeat; default: `relay_listen` itself, which must then be an address the ingest
     /// nodes can reach (not `0.0.0.0`). Set it behind NAT, or to a name instead of an address.
     pub relay_advertise: Option<String>,
+    /// The most a publisher may send, kbit/s averaged over 5 s; one over it is disconnected
+    /// with the reason on the stream's status. 0: no limit. The default leaves room for
+    /// 1080p60 and 4K from OBS's usual settings.
+    pub max_ingest_kbps: u32,
 }
 
 impl Default for LiveConfig {
@@ -57,6 +61,7 @@ impl Default for LiveConfig {
             dvr_window_s: None,
             relay_listen: None,
             relay_advertise: None,
+            max_ingest_kbps: 40_000,
         }
     }
 }

@@ -59,7 +59,7 @@ impl LiveManager {
         mut media: MediaStream,
         head: Head,
         kick: CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<Option<String>, String> {
         let Head {
             probe,
             bytes: head,
@@ -170,6 +170,11 @@ impl LiveManager {
 
         let mut stdin = child.stdin.take().expect("piped");
         let pump_session = session.clone();
+        let mut rate = (cfg.max_ingest_kbps > 0)
+            .then(|| oxcast_live_core::rate::IngestRate::new(cfg.max_ingest_kbps));
+        let refused: Arc<Mutex<Option<String>>> = Arc::default();
+        let pump_refused = refused.clone();
+        let pump_clock = self.clock.clone();
         // Ends with the publisher, or when it is disconnected (`kick`: its media stream is
         // dropped, which closes its connection); the encoder then drains and exits.
         self.tasks.spawn(async move {
@@ -195,6 +200,16 @@ impl LiveManager {
                     .ingest_bytes += chunk.len() as u64;
                 metrics::counter!("oxcast_live_ingest_bytes_total").increment(chunk.len() as u64);
                 meter.on_chunk(&chunk);
+                if let Some(why) = rate
+                    .as_mut()
+                    .and_then(|r| r.on_bytes(pump_clock.now_ms(), chunk.len()))
+                {
+                    tracing::warn!(reason = %why, "publisher over the bitrate limit; disconnecting");
+                    metrics::counter!("oxcast_live_publish_refused_total", "reason" => "bitrate")
+                        .increment(1);
+                    *pump_refused.lock().expect("refused") = Some(why);
+                    break;
+                }
                 if stdin.write_all(&chunk).await.is_err() {
                     break;
                 }
@@ -265,9 +280,12 @@ impl LiveManager {
             let _ = p.await;
         }
         let errors = stats.await.unwrap_or_default();
+        if let Some(why) = refused.lock().expect("refused").take() {
+            return Ok(Some(why));
+        }
         if !status.success() && !errors.is_empty() {
             return Err(format!("encoder exited ({status}): {}", errors.join(" | ")));
         }
-        Ok(())
+        Ok(None)
     }
 }

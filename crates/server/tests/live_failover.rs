@@ -244,6 +244,12 @@ async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
         after.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\""),
         "{after}"
     );
+    // DASH players get a new period under the same manifest URL.
+    let mpd = get_text(&format!("{}/live/{id}/manifest.mpd", c.api.base)).await;
+    assert!(
+        mpd.contains("<Period id=\"p0\"") && mpd.contains("<Period id=\"p1\""),
+        "{mpd}"
+    );
     let summary = watch.await.unwrap();
     eprintln!("failover: hls.js {summary}");
     assert!(summary["max_stall_s"].as_f64().unwrap() <= 3.0, "{summary}");
@@ -294,10 +300,19 @@ async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
     assert_eq!(later.matches("#EXT-X-DISCONTINUITY").count(), 2, "{later}");
     all_segments_served(&c.api.base, &dir, &later).await;
 
-    // The ingest node dies; the publisher comes back through the other one within grace.
+    // The ingest node dies; the publisher comes back through the other one within grace, over
+    // SRT this time.
     c.ingest[0].kill9();
     let _ = publisher.wait();
-    let mut publisher = publish_file(&rtmp_url(&c.ingest[1], &key), &c.src);
+    let mut publisher = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-i"])
+        .arg(&c.src)
+        .args(["-c", "copy", "-f", "mpegts", &srt_url(&c.ingest[1], &key)])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let after = parts_after_discontinuity(&media, 3, Duration::from_secs(20)).await;
     assert_eq!(
         stream_info(&c.api.base, &id).await["current_session"]["id"],

@@ -587,6 +587,9 @@ impl LiveManager {
 impl PublishHandler for LiveHandler {
     async fn publish(&self, req: PublishRequest, media: MediaStream) -> Result<(), Refusal> {
         let this = &self.0;
+        if this.shutdown.is_cancelled() {
+            return Err(Refusal("this server is shutting down; try again".into()));
+        }
         let stream = match this.db.live_stream_by_key(&req.key).await {
             Ok(Some(s)) => s,
             Ok(None) => {

@@ -215,16 +215,15 @@ impl LiveManager {
     }
 
     /// Renews a fenced session's lease every [`fence::RENEW_EVERY`], moving its fence on with
-    /// each success, until the session ends or is dropped, its lease is lost, or shutdown.
+    /// each success, until the session ends or is dropped, or its lease is lost.
     pub(crate) async fn keep_lease(self: Arc<Self>, stream: StreamId, session: Weak<Session>) {
         let mut every = tokio::time::interval(fence::RENEW_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        // Not stopped by the shutdown token: the session is still written until it is handed
+        // off or finished, which stops this.
         loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = self.shutdown.cancelled() => return,
-            }
+            every.tick().await;
             let Some(s) = session.upgrade() else { return };
             let fence: Fence = s.fence.clone();
             if fence.is_lost() || s.state.lock().expect("state").ended {
@@ -294,7 +293,7 @@ impl LiveManager {
     }
 
     /// Drops a session another node continues: no playlist ends, no recording is published.
-    fn abandon(&self, stream: StreamId, id: SessionId) {
+    pub(crate) fn abandon(&self, stream: StreamId, id: SessionId) {
         let dropped = {
             let mut slots = self.slots.lock().expect("slots");
             let Some(slot) = slots.get_mut(&stream) else {

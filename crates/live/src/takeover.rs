@@ -256,4 +256,37 @@ impl LiveManager {
         .await;
         Ok(())
     }
+
+    /// At shutdown, where ingest nodes relay publishers here: every session is left live and
+    /// no longer written here, for the encoder its ingest moves the stream to once this node's
+    /// relay connections close (call this before closing them). Its lease is kept: a takeover
+    /// from a closed connection needs no wait, and a released lease could let another node's
+    /// sweeper end the session meanwhile.
+    pub async fn hand_off(self: &Arc<Self>) {
+        if !self.takes_relayed() {
+            return;
+        }
+        let live: Vec<(oxcast_base::StreamId, oxcast_base::SessionId)> = self
+            .slots
+            .lock()
+            .expect("slots")
+            .iter()
+            .filter_map(|(stream, slot)| {
+                let s = slot.session.as_ref()?;
+                let st = s.state.lock().expect("state");
+                (!st.ended && s.fence.is_fenced()).then_some((*stream, st.session_id))
+            })
+            .collect();
+        for (stream, session) in live {
+            // Only the abandoning: disconnecting the publisher would end its relayed stream,
+            // which its ingest would take as the end of the stream.
+            for a in self.step(stream, Event::Lost) {
+                if let oxcast_live_core::slot::Action::Abandon { session } = a {
+                    self.abandon(stream, session);
+                }
+            }
+            metrics::counter!("oxcast_live_handoffs_total").increment(1);
+            tracing::info!(%stream, %session, "session handed off: this encoder is stopping");
+        }
+    }
 }

@@ -95,6 +95,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
+    // Relayed streams stop only once this node's sessions are handed off (see below), so that
+    // their ingest moves them to another encoder rather than dropping their publishers.
+    let relay_stop = CancellationToken::new();
     let mut tasks: JoinSet<()> = JoinSet::new();
     tasks.spawn(crate::gauges::sample_queue(
         db.clone(),
@@ -165,7 +168,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 stall_timeout: std::time::Duration::from_secs(10),
                 channel_capacity: 256,
             };
-            start_relay_listener(&config, listen, live, server, &shutdown, &mut tasks).await?
+            start_relay_listener(&config, listen, live, server, &relay_stop, &mut tasks).await?
         }
         (Some(_), None) => {
             if !roles.has(Role::Ingest) {
@@ -331,6 +334,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(relay) = relay {
         relay.wait().await;
     }
+    if let Some(live) = &live {
+        live.hand_off().await;
+    }
+    relay_stop.cancel();
     if let Some(live) = live {
         live.shutdown().await;
     }

@@ -1,8 +1,9 @@
 //! Live with the ingest separated from the encoders, on real engines (PostgreSQL, SeaweedFS):
 //! publishers connect to `ingest` nodes, which relay them to `live` encoders; viewers watch
 //! through an `api` node. An encoder that is killed or frozen loses its stream to another while
-//! the publisher stays connected, and a publisher whose ingest node dies continues its session
-//! through another ingest node; viewers keep their URLs throughout.
+//! the publisher stays connected, one that is stopped cleanly hands its stream off the same way,
+//! and a publisher whose ingest node dies continues its session through another ingest node;
+//! viewers keep their URLs throughout.
 
 mod common;
 
@@ -152,8 +153,8 @@ fn metric(text: &str, name: &str) -> f64 {
 /// SIGKILL of the encoder while hls.js plays: another encoder carries the session on with the
 /// publisher still connected, under the same URLs, after one discontinuity; then a frozen
 /// encoder (SIGSTOP) loses the stream the same way and, woken, writes nothing more; then the
-/// ingest dies and the publisher, reconnecting to the other ingest, continues the session. The
-/// recording holds all of it.
+/// ingest dies and the publisher, reconnecting to the other ingest, continues the session; then
+/// the encoder is stopped cleanly and hands the session off. The recording holds all of it.
 #[tokio::test(flavor = "multi_thread")]
 async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
     let mut c = cluster(75);
@@ -321,9 +322,30 @@ async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
     );
     all_segments_served(&c.api.base, &dir, &after).await;
 
+    // The encoder is stopped cleanly (a spot instance's notice, a rolling restart): it hands
+    // the session off, and the ingest moves the stream without dropping the publisher.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen: Vec<usize> = c.encoders.iter().map(|e| e.log().len()).collect();
+    let stopping = Instant::now();
+    assert!(c.encoders[first].terminate().success());
+    parts_after_discontinuity(&media, 4, Duration::from_secs(15)).await;
+    eprintln!(
+        "failover: SIGTERM to the first part from the new encoder: {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(running(&c.encoders, &seen), Some(other));
+    assert!(
+        publisher.try_wait().unwrap().is_none(),
+        "the publisher stayed connected"
+    );
+    assert_eq!(
+        stream_info(&c.api.base, &id).await["current_session"]["id"],
+        session.as_str()
+    );
+
     // The publisher stops: one recording of everything, decodable, about as long as the
     // publishing.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let _ = publisher.kill();
     let _ = publisher.wait();
     let published_s = published_at.elapsed().as_secs_f64();

@@ -53,7 +53,10 @@ pub struct RelayServer {
     pub channel_capacity: usize,
 }
 
-/// Accepts relayed streams until `shutdown`; returns once every connection has ended.
+/// Accepts relayed streams until `shutdown`; returns once every connection has ended. At
+/// `shutdown` each connection closes without an end frame, so its ingest moves the stream to
+/// another encoder: cancel it once this encoder's sessions are handed off (no longer written
+/// here), not before.
 pub async fn serve_relay(
     listener: TcpListener,
     handler: Arc<dyn PublishHandler>,
@@ -96,6 +99,9 @@ enum Upstream {
     Lost(String),
     /// The encoder stopped taking media (it ended the stream).
     ConsumerGone,
+    /// This encoder is stopping and handed its sessions off: the ingest is to move the stream
+    /// to another encoder, so the connection just closes.
+    Handoff,
 }
 
 async fn relayed(
@@ -185,15 +191,24 @@ async fn relayed(
                     break None;
                 }
             }
-            _ = shutdown.cancelled() => break Some(Upstream::ConsumerGone),
+            _ = shutdown.cancelled() => break Some(Upstream::Handoff),
         }
     };
     reader.abort();
+    // The reader gives up on the same shutdown: that is a handoff too, not an end.
+    let end = if shutdown.is_cancelled() {
+        Some(Upstream::Handoff)
+    } else {
+        end
+    };
     match end {
         Some(Upstream::ConsumerGone) => {
             // Deliberate: the ingest drops the publisher rather than moving the stream.
             let _ = write_frame(&mut wr, wire::END, b"the encoder ended the stream").await;
             tracing::info!("relayed stream ended by the encoder");
+        }
+        Some(Upstream::Handoff) => {
+            tracing::info!("relayed stream handed back to its ingest: this encoder is stopping")
         }
         Some(Upstream::Done) => tracing::info!("relayed publisher disconnected"),
         Some(Upstream::Lost(why)) => tracing::warn!(%why, "lost the ingest of a relayed stream"),

@@ -9,6 +9,8 @@
 //! discontinuity (a new DASH period); after the grace period the session ends and its stored
 //! segments become an ordinary video, with no re-encoding.
 
+#[cfg(test)]
+mod driver_tests;
 pub mod encoder;
 mod fence;
 mod growing;

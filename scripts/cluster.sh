@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A scale-out oxcast on one machine, for a person to try: PostgreSQL, an S3 server (SeaweedFS),
-# two API processes, two workers and one ingest+live process, all on loopback. Prints the URLs;
-# Ctrl-C stops everything. Data lives in ./oxcast-cluster (kept between runs).
+# two API processes, two workers, one ingest process and two live encoders (the ingest relays
+# each publisher to one of them, and moves it to the other if that one dies), all on loopback.
+# Prints the URLs; Ctrl-C stops everything. Data lives in ./oxcast-cluster (kept between runs).
 #   scripts/cluster.sh [BASE_PORT]     API on BASE_PORT and BASE_PORT+1 (default 8080)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,8 +88,11 @@ node api1 api "$base_port"
 node api2 api $((base_port + 1))
 node worker1 worker $((base_port + 2))
 node worker2 worker $((base_port + 3))
-node live1 ingest,live $((base_port + 4))
-for port in "$base_port" $((base_port + 1)) $((base_port + 2)) $((base_port + 3)) $((base_port + 4)); do
+node ingest1 ingest $((base_port + 4))
+node live1 live $((base_port + 5)) OXCAST_LIVE__RELAY_LISTEN=127.0.0.1:$((base_port + 20))
+node live2 live $((base_port + 6)) OXCAST_LIVE__RELAY_LISTEN=127.0.0.1:$((base_port + 21))
+for port in "$base_port" $((base_port + 1)) $((base_port + 2)) $((base_port + 3)) \
+  $((base_port + 4)) $((base_port + 5)) $((base_port + 6)); do
   until curl -sf -o /dev/null "http://127.0.0.1:$port/healthz"; do sleep 0.2; done
 done
 
@@ -96,8 +100,9 @@ cat <<TXT
 oxcast cluster up (logs in $root/*.log):
   API + web UI   http://127.0.0.1:$base_port/  and  http://127.0.0.1:$((base_port + 1))/
   workers        http://127.0.0.1:$((base_port + 2))/metrics  http://127.0.0.1:$((base_port + 3))/metrics
-  live origin    http://127.0.0.1:$((base_port + 4))/live/{stream}/master.m3u8
-  RTMP / SRT     rtmp://127.0.0.1:1935/live/KEY   srt://127.0.0.1:9000?streamid=KEY
+  live           http://127.0.0.1:$base_port/live/{stream}/master.m3u8 (any API node)
+  RTMP / SRT     rtmp://127.0.0.1:1935/live/KEY   srt://127.0.0.1:9000?streamid=KEY (ingest1)
+  encoders       live1, live2: kill -9 the one in use and the stream moves to the other
   PostgreSQL     $OXCAST_DATABASE_URL
   S3 bucket      s3://oxcast-media at http://127.0.0.1:$s3_port
 Ctrl-C stops everything.

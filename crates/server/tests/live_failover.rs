@@ -357,8 +357,11 @@ async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
     let v = wait_ready(&c.api.base, &recording).await;
     let d = v["duration_s"].as_f64().unwrap();
     eprintln!("failover: published {published_s:.1} s, recording {d:.1} s");
+    // Nothing is lost in a failover (the new encoder starts from the last keyframe the old one
+    // had, so up to a picture group is recorded twice), and the ingest failover's reconnect
+    // takes about a second.
     assert!(
-        d > published_s - 12.0 && d < published_s + 4.0,
+        (d - published_s).abs() <= 3.0,
         "recording of {d} s for {published_s:.1} s of publishing: {v}"
     );
     let errs = tokio::task::spawn_blocking(move || {

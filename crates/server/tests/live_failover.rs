@@ -134,13 +134,16 @@ async fn all_segments_served(base: &str, dir: &str, pl: &str) {
     }
 }
 
-fn signal(server: &Server, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &server.pid().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
+/// The publisher is still connected and the stream still in `session`.
+async fn still_on(c: &Cluster, id: &str, session: &str, publisher: &mut std::process::Child) {
+    assert!(
+        publisher.try_wait().unwrap().is_none(),
+        "the publisher stayed connected"
+    );
+    assert_eq!(
+        stream_info(&c.api.base, id).await["current_session"]["id"],
+        session
+    );
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -217,15 +220,8 @@ async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
         Some(other),
         "the other encoder took it"
     );
-    assert!(
-        publisher.try_wait().unwrap().is_none(),
-        "the publisher stayed connected"
-    );
     // The same session, the same URLs; what was listed before is still listed.
-    assert_eq!(
-        stream_info(&c.api.base, &id).await["current_session"]["id"],
-        session.as_str()
-    );
+    still_on(&c, &id, &session, &mut publisher).await;
     assert_eq!(
         get_text(&format!("{}/live/{id}/master.m3u8", c.api.base))
             .await
@@ -334,14 +330,7 @@ async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
         stopping.elapsed()
     );
     assert_eq!(running(&c.encoders, &seen), Some(other));
-    assert!(
-        publisher.try_wait().unwrap().is_none(),
-        "the publisher stayed connected"
-    );
-    assert_eq!(
-        stream_info(&c.api.base, &id).await["current_session"]["id"],
-        session.as_str()
-    );
+    still_on(&c, &id, &session, &mut publisher).await;
 
     // The publisher stops: one recording of everything, decodable, about as long as the
     // publishing.

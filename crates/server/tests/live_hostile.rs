@@ -71,6 +71,22 @@ fn wait_exit(mut child: Child, timeout: Duration) -> bool {
     }
 }
 
+/// Why the stream's last publisher was refused, from its health endpoint.
+async fn refusal(base: &str, id: &str) -> String {
+    let health = json(
+        http()
+            .get(format!("{base}/api/v1/live-streams/{id}/health"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    health["last_refused_publish"]["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no refusal in the health: {health:#}"))
+        .to_string()
+}
+
 fn stop(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -342,17 +358,8 @@ async fn a_publisher_over_the_resolution_limits_is_refused_with_the_sizes() {
         !wait_exit(big, Duration::from_secs(15)),
         "the publisher over the limits streamed to the end"
     );
-    let health = json(
-        http()
-            .get(format!("{base}/api/v1/live-streams/{id}/health"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let reason = health["last_refused_publish"]["reason"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no refusal in the health: {health:#}"));
+    let reason = refusal(&base, id).await;
+    let reason = reason.as_str();
     assert!(
         reason.contains("320x180") && reason.contains("256x144"),
         "{reason}"
@@ -386,17 +393,8 @@ async fn a_publisher_over_the_bitrate_limit_is_disconnected_with_the_rate() {
         !wait_exit(fast, Duration::from_secs(15)),
         "the publisher over the limit streamed to the end"
     );
-    let health = json(
-        http()
-            .get(format!("{base}/api/v1/live-streams/{id}/health"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let reason = health["last_refused_publish"]["reason"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no refusal in the health: {health:#}"));
+    let reason = refusal(&base, id).await;
+    let reason = reason.as_str();
     assert!(
         reason.contains("kbit/s") && reason.contains("at most 100 kbit/s"),
         "{reason}"

@@ -514,15 +514,6 @@ async fn a_stream_runs_on_one_live_node_at_a_time() {
     let _ = second.wait();
 }
 
-fn signal(server: &Server, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &server.pid().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
-}
-
 /// A live node frozen past its lease (SIGSTOP: a paused VM) loses its stream to another node;
 /// woken (SIGCONT), it finds the lease gone, lets its old session end, and the stream stays on
 /// the other node.

@@ -1029,3 +1029,13 @@ pub async fn wait_for(url: &str, timeout: Duration) -> String {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Sends `sig` (`-STOP`, `-CONT`, ...) to the server process.
+pub fn signal(server: &Server, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &server.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}

@@ -196,4 +196,17 @@ async fn a_handed_off_session_is_dropped_here_and_its_lease_kept() {
     u.m.hand_off().await;
     assert!(!s.fence.is_lost());
     assert!(u.m.session(u.stream.id).is_some());
+    // A session waiting for its publisher has nothing to move: it stays, to be finished here.
+    let w = setup(true).await;
+    let (s, generation) = w.live().await;
+    w.m.step(
+        w.stream.id,
+        Event::Gone {
+            generation,
+            now: w.clock.now_ms(),
+        },
+    );
+    w.m.hand_off().await;
+    assert!(!s.fence.is_lost());
+    assert!(w.m.session(w.stream.id).is_some());
 }

@@ -93,7 +93,7 @@ pub(crate) async fn write_objects(
         if !matches!(w, Write::Flush(_)) && !fence.ready().await {
             if !fenced_off {
                 fenced_off = true;
-                tracing::warn!("this node lost the stream's lease: its writes are dropped");
+                tracing::info!("this session is no longer written here (its lease went to another node, or it was handed off): its writes are dropped");
                 metrics::counter!("oxcast_live_fenced_sessions_total").increment(1);
             }
             continue;

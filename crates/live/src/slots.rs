@@ -316,7 +316,7 @@ impl LiveManager {
                 metrics::gauge!("oxcast_live_sessions_active").decrement(1.0);
             }
             self.forget_viewers(stream);
-            tracing::warn!(%stream, session = %id, "session dropped here: another node continues it");
+            tracing::info!(%stream, session = %id, "session dropped here: another node continues it");
         }
     }
 

@@ -271,6 +271,8 @@ impl LiveManager {
             .lock()
             .expect("slots")
             .iter()
+            // A session waiting for its publisher has nobody to move: it ends here as usual.
+            .filter(|(_, slot)| slot.core.has_publisher())
             .filter_map(|(stream, slot)| {
                 let s = slot.session.as_ref()?;
                 let st = s.state.lock().expect("state");

@@ -290,7 +290,7 @@ async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
     );
     assert!(c.encoders[other]
         .log()
-        .contains("this node lost the stream's lease: its writes are dropped"));
+        .contains("this session is no longer written here"));
     let later = get_text(&media).await;
     assert!(media_sequence(&later) == media_sequence(&after));
     assert!(segments(&later).len() > segments(&after).len(), "{later}");

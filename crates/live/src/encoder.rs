@@ -47,14 +47,16 @@ impl EncoderPlan {
             "-nostats",
             "-progress",
             "pipe:2",
-            // The input is our own pipe in a known container; probe little so the first frames
-            // are not held back.
+            // The input is our own pipe in a known container, already probed: probe little so
+            // the first frames are not held back. Not `+nobuffer`, which throws away what the
+            // probe read: the decoder then starts at the publisher's second keyframe, a GOP
+            // late, and the encoder fills the time before it with copies of one frame.
             "-fflags",
-            "+nobuffer+genpts",
+            "+genpts",
             "-probesize",
             "500000",
             "-analyzeduration",
-            "1000000",
+            "500000",
         ]
         .map(s)
         .to_vec();

@@ -241,13 +241,26 @@ async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
         after.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\""),
         "{after}"
     );
-    // DASH players get a new period under the same manifest URL.
-    let mpd = get_text(&format!("{}/live/{id}/manifest.mpd", c.api.base)).await;
-    assert!(
-        mpd.contains("<Period id=\"p0\"") && mpd.contains("<Period id=\"p1\""),
-        "{mpd}"
-    );
-    let summary = watch.await.unwrap();
+    // DASH players get a new period under the same manifest URL (once the new encoder has
+    // finished a segment: the MPD changes per segment).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mpd = get_text(&format!("{}/live/{id}/manifest.mpd", c.api.base)).await;
+        if mpd.contains("<Period id=\"p0\"") && mpd.contains("<Period id=\"p1\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no second period: {mpd}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let summary = match watch.await {
+        Ok(s) => s,
+        Err(e) => {
+            let log = c.api.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            panic!("hls.js through the API node: {e}\nAPI node log (end):\n{tail}");
+        }
+    };
     eprintln!("failover: hls.js {summary}");
     assert!(summary["max_stall_s"].as_f64().unwrap() <= 3.0, "{summary}");
 
@@ -353,10 +366,14 @@ async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
         (d - published_s).abs() <= 3.0,
         "recording of {d} s for {published_s:.1} s of publishing: {v}"
     );
-    let errs = tokio::task::spawn_blocking(move || {
-        decode_errors(&format!("{}/v/{recording}/master.m3u8", c.api.base))
+    let (errs, frozen) = tokio::task::spawn_blocking(move || {
+        let url = format!("{}/v/{recording}/master.m3u8", c.api.base);
+        (decode_errors(&url), freezes(&url))
     })
     .await
     .unwrap();
     assert_eq!(errs, "");
+    // Each epoch starts from the keyframe it was given, not a picture group later with the
+    // gap filled by one repeated frame.
+    assert_eq!(frozen, [], "the recording stands still");
 }

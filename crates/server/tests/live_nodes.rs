@@ -410,9 +410,16 @@ async fn a_stream_runs_on_one_live_node_at_a_time() {
         id,
         key,
         publisher: mut first,
-        master_b: _,
+        master_b,
     } = streaming("api,ingest,live", "2", 60, "one node at a time").await;
     let (id, key) = (id.as_str(), key.as_str());
+    // A has stored a segment (something to recover once it dies).
+    let media = format!("{}/live/{id}/{}", b.base, variants(&master_b)[0].0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !get_text(&media).await.contains("#EXTINF:") {
+        assert!(Instant::now() < deadline, "no segment listed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The same key on the other live node, while the first runs it: refused.
     assert!(

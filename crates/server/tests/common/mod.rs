@@ -1039,3 +1039,39 @@ pub fn signal(server: &Server, sig: &str) {
         .success();
     assert!(ok, "kill {sig}");
 }
+
+/// Where `url`'s picture stands still for a second or more (ffmpeg's freezedetect), as
+/// `(start, end)` seconds: none for a moving test pattern that was encoded right.
+pub fn freezes(url: &str) -> Vec<(f64, f64)> {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "info",
+            "-i",
+            url,
+            "-map",
+            "0:v:0",
+        ])
+        .args(["-vf", "freezedetect=n=0.001:d=1", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let value = |l: &str, key: &str| -> Option<f64> {
+        l.split(key).nth(1)?.split_whitespace().next()?.parse().ok()
+    };
+    let starts: Vec<f64> = log
+        .lines()
+        .filter_map(|l| value(l, "lavfi.freezedetect.freeze_start:"))
+        .collect();
+    let ends: Vec<f64> = log
+        .lines()
+        .filter_map(|l| value(l, "lavfi.freezedetect.freeze_end:"))
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, ends.get(i).copied().unwrap_or(f64::INFINITY)))
+        .collect()
+}

@@ -143,7 +143,14 @@ pub(crate) async fn complete(
     };
     let etags = match check_listed(upload, &listed, claimed) {
         Ok(e) => e,
-        Err(e) => return Ok(Err(e)),
+        // A listing taken while another API node completes the same upload can come back
+        // short (SeaweedFS lists no parts mid-completion): the upload is done if the object is.
+        Err(e) => {
+            return match object_is_complete(state, upload, s3).await {
+                Ok(Ok(())) => Ok(Ok(())),
+                _ => Ok(Err(e)),
+            }
+        }
     };
     for p in &listed {
         let part = UploadPart {

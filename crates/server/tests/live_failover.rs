@@ -214,7 +214,8 @@ async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
     let after = parts_after_discontinuity(&media, 1, Duration::from_secs(15)).await;
     let gap = killed.elapsed();
     eprintln!("failover: SIGKILL to the first part from the new encoder: {gap:?}");
-    assert!(gap < Duration::from_secs(8), "failover took {gap:?}");
+    // About 0.4 s measured (bench/live_failover.sh); the bound is 3 s.
+    assert!(gap < Duration::from_secs(3), "failover took {gap:?}");
     assert_eq!(
         running(&c.encoders, &seen),
         Some(other),
@@ -275,10 +276,11 @@ async fn encoder_and_ingest_failover_keep_the_session_and_its_urls() {
     signal(frozen, "-STOP");
     let stopped = Instant::now();
     let after = parts_after_discontinuity(&media, 2, Duration::from_secs(15)).await;
-    eprintln!(
-        "failover: SIGSTOP to the first part from the new encoder: {:?}",
-        stopped.elapsed()
-    );
+    let frozen_for = stopped.elapsed();
+    eprintln!("failover: SIGSTOP to the first part from the new encoder: {frozen_for:?}");
+    // 1.5 s of silence, the 2 s write fence counted from the last renewal, then a start: about
+    // 2.2 s measured.
+    assert!(frozen_for < Duration::from_secs(6), "took {frozen_for:?}");
     assert_eq!(running(&c.encoders, &seen), Some(first));
     signal(frozen, "-CONT");
     // Woken, it finds its lease gone and drops what it still had to write.

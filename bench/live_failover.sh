@@ -213,62 +213,9 @@ API_SRT=${UDP[0]} ING_SRT=${UDP[1]} E1_SRT=${UDP[2]} E2_SRT=${UDP[3]}
 CURL=(curl -sS --max-time 10)
 [[ -n ${OXCAST_API_TOKEN:-} ]] && CURL+=(-H "Authorization: Bearer $OXCAST_API_TOKEN")
 
-# ---------------------------------------------------------------- PostgreSQL
-# PostgreSQL refuses to run as root: then it runs as `postgres`, through setpriv (which execs,
-# so $! is the postmaster itself).
-as_pg=()
-if (($(id -u) == 0)); then
-    id postgres >/dev/null 2>&1 || fail "running as root and there is no postgres user to run PostgreSQL as"
-    as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --)
-    chmod 711 "$SCRATCH"
-    mkdir -p "$SCRATCH/pg"
-    chown postgres: "$SCRATCH/pg"
-    "${as_pg[@]}" test -w "$SCRATCH/pg" \
-        || fail "the postgres user cannot reach $SCRATCH: set TMPDIR to a dir it can (e.g. /tmp)"
-fi
-(cd "$SCRATCH" && "${as_pg[@]}" "$PG_BIN/initdb" -D "$SCRATCH/pg/data" -A trust -U postgres \
-    -E UTF8 --locale=C --no-sync >"$SCRATCH/initdb.log" 2>&1) \
-    || { log_tail "$SCRATCH/initdb.log"; fail "initdb failed"; }
-cd "$SCRATCH"
-"${as_pg[@]}" "$PG_BIN/postgres" -D "$SCRATCH/pg/data" -h 127.0.0.1 -p "$PG_PORT" \
-    -k "$SCRATCH/pg" -c max_connections=300 >"$SCRATCH/postgres.log" 2>&1 &
-PG_PID=$!
-cd "$ROOT"
-deadline=$(calc "$(now) + 30")
-until "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; do
-    kill -0 "$PG_PID" 2>/dev/null || { PG_PID=""; log_tail "$SCRATCH/postgres.log"; fail "PostgreSQL exited"; }
-    past "$deadline" && { log_tail "$SCRATCH/postgres.log"; fail "PostgreSQL not ready within 30 s"; }
-    sleep 0.1
-done
-"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres oxcast || fail "createdb failed"
-DB_URL="postgres://postgres@127.0.0.1:$PG_PORT/oxcast"
-echo "postgres:   pid $PG_PID, $DB_URL"
-
-# ---------------------------------------------------------------- SeaweedFS
-mkdir -p "$SCRATCH/weed"
-cat >"$SCRATCH/s3.json" <<EOF
-{"identities":[{"name":"bench","credentials":[{"accessKey":"$S3_KEY","secretKey":"$S3_SECRET"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
-EOF
-p=("${WEED_PORTS[@]}")
-# Every port named: SeaweedFS's defaults (8080, 8888, 9333, ...) may be taken.
-"$WEED" mini -dir="$SCRATCH/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.config="$SCRATCH/s3.json" \
-    -s3.port="$S3_PORT" -s3.port.grpc="${p[0]}" -master.port="${p[1]}" \
-    -master.port.grpc="${p[2]}" -volume.port="${p[3]}" -volume.port.grpc="${p[4]}" \
-    -filer.port="${p[5]}" -filer.port.grpc="${p[6]}" -admin.port="${p[7]}" \
-    -admin.port.grpc="${p[8]}" -s3.port.iceberg="${p[9]}" -s3.port.lance="${p[10]}" \
-    -webdav.port="${p[11]}" -debug.port="${p[12]}" -admin.ui=false -webdav=false \
-    -master.volumeSizeLimitMB=256 -filer.localSocket="$SCRATCH/weed/filer.sock" \
-    -s3.localSocket="$SCRATCH/weed/s3.sock" >"$SCRATCH/weed.log" 2>&1 &
-WEED_PID=$!
-S3="http://127.0.0.1:$S3_PORT"
-deadline=$(calc "$(now) + 60")
-until [[ $(curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:us-east-1:s3" \
-    --user "$S3_KEY:$S3_SECRET" -X PUT "$S3/$BUCKET" || true) == 200 ]]; do
-    kill -0 "$WEED_PID" 2>/dev/null || { WEED_PID=""; log_tail "$SCRATCH/weed.log"; fail "SeaweedFS exited"; }
-    past "$deadline" && { log_tail "$SCRATCH/weed.log"; fail "SeaweedFS: no bucket within 60 s"; }
-    sleep 0.2
-done
-echo "seaweedfs:  pid $WEED_PID, $S3, bucket $BUCKET"
+# ---------------------------------------------------------------- PostgreSQL, SeaweedFS
+start_postgres 300
+start_seaweedfs
 
 # ---------------------------------------------------------------- launchers
 # One script starts every node, here and (the replacement encoders) in the driver:

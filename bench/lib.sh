@@ -118,3 +118,22 @@ start_seaweedfs() { # -> WEED_PID, S3 with $BUCKET made (needs SCRATCH, WEED, S3
     done
     echo "seaweedfs:  pid $WEED_PID, $S3, bucket $BUCKET"
 }
+
+json_field() { # field; stdin: JSON object. Prints the (top-level or dotted) field, "" if absent.
+    python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+for k in sys.argv[1].split("."):
+    v = v.get(k) if isinstance(v, dict) else None
+print("" if v is None else v)' "$1"
+}
+
+free_ports() { # tcp|udp n -> n distinct free loopback ports, one a line
+    python3 -c '
+import socket, sys
+kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
+held = [socket.socket(socket.AF_INET, kind) for _ in range(int(sys.argv[2]))]
+for s in held:
+    s.bind(("127.0.0.1", 0))
+    print(s.getsockname()[1])' "$1" "$2"
+}

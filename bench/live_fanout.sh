@@ -150,14 +150,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-json_field() { # field; stdin: JSON object. Prints the (dotted) field, "" if absent.
-    python3 -c '
-import json, sys
-v = json.load(sys.stdin)
-for k in sys.argv[1].split("."):
-    v = v.get(k) if isinstance(v, dict) else None
-print("" if v is None else v)' "$1"
-}
 epoch_ms() { date +%s%3N; }
 
 # ---------------------------------------------------------------- descriptors

@@ -125,21 +125,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-json_field() { # field; stdin: JSON object. Prints the top-level field, "" if absent.
-    python3 -c '
-import json, sys
-v = json.load(sys.stdin).get(sys.argv[1])
-print("" if v is None else v)' "$1"
-}
-free_ports() { # tcp|udp n -> n distinct free loopback ports, one a line
-    python3 -c '
-import socket, sys
-kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
-held = [socket.socket(socket.AF_INET, kind) for _ in range(int(sys.argv[2]))]
-for s in held:
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])' "$1" "$2"
-}
 
 # ---------------------------------------------------------------- header
 FFMPEG_VERSION=$(ffmpeg -hide_banner -version | head -n1)

@@ -173,14 +173,6 @@ trap 'exit 130' INT TERM
 put() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; } # test server field value
 get() { awk -F'\t' -v t="$1" -v s="$2" -v f="$3" '$1==t && $2==s && $3==f { v=$4 } END { print v }' "$RESULTS"; }
 problem() { PROBLEMS+=("$*"); echo "    PROBLEM: $*"; }
-json_field() { # field; stdin: JSON object. Prints the (dotted) field, "" if absent.
-    python3 -c '
-import json, sys
-v = json.load(sys.stdin)
-for k in sys.argv[1].split("."):
-    v = v.get(k) if isinstance(v, dict) else None
-print("" if v is None else v)' "$1"
-}
 
 # ---------------------------------------------------------------- JSON
 meta() { put meta - "$1" "$2"; } # key value

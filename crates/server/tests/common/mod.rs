@@ -763,8 +763,9 @@ pub fn source_duration(path: &Path) -> f64 {
         .expect("source duration")
 }
 
-/// `TFF + BFF` and `progressive` frame counts from ffmpeg's `idet` over `url`'s first video.
-pub fn idet(url: &str) -> (u64, u64) {
+/// ffmpeg's log (stderr) from running filter `filter` (`-vf` or `-af` as `kind`) over the stream
+/// `map` of `url`, output discarded: where ffmpeg's analysis filters print what they found.
+fn filter_log(url: &str, map: &str, kind: &str, filter: &str) -> String {
     let out = Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -774,16 +775,17 @@ pub fn idet(url: &str) -> (u64, u64) {
             "-i",
             url,
             "-map",
-            "0:v:0",
-            "-vf",
-            "idet",
-            "-f",
-            "null",
-            "-",
+            map,
         ])
+        .args([kind, filter, "-f", "null", "-"])
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `TFF + BFF` and `progressive` frame counts from ffmpeg's `idet` over `url`'s first video.
+pub fn idet(url: &str) -> (u64, u64) {
+    let err = filter_log(url, "0:v:0", "-vf", "idet");
     let line = err
         .lines()
         .find(|l| l.contains("Multi frame detection"))
@@ -800,25 +802,7 @@ pub fn idet(url: &str) -> (u64, u64) {
 
 /// Peak level of `url`'s first audio stream, dBFS.
 pub fn max_volume(url: &str) -> f64 {
-    let out = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-v",
-            "info",
-            "-i",
-            url,
-            "-map",
-            "0:a:0",
-            "-af",
-            "volumedetect",
-            "-f",
-            "null",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stderr)
+    filter_log(url, "0:a:0", "-af", "volumedetect")
         .lines()
         .find_map(|l| l.split("max_volume:").nth(1))
         .and_then(|v| v.trim().trim_end_matches("dB").trim().parse().ok())
@@ -1043,21 +1027,7 @@ pub fn signal(server: &Server, sig: &str) {
 /// Where `url`'s picture stands still for a second or more (ffmpeg's freezedetect), as
 /// `(start, end)` seconds: none for a moving test pattern that was encoded right.
 pub fn freezes(url: &str) -> Vec<(f64, f64)> {
-    let out = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-v",
-            "info",
-            "-i",
-            url,
-            "-map",
-            "0:v:0",
-        ])
-        .args(["-vf", "freezedetect=n=0.001:d=1", "-f", "null", "-"])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = filter_log(url, "0:v:0", "-vf", "freezedetect=n=0.001:d=1");
     let value = |l: &str, key: &str| -> Option<f64> {
         l.split(key).nth(1)?.split_whitespace().next()?.parse().ok()
     };
